@@ -1,0 +1,733 @@
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::error::{OpenError, ReadError, WriteError};
+use crate::format::{
+    self, decode_record, decode_segment_header, encode_record, encode_segment_header, peek_record_length,
+    FrameError, RecordRef, FLAG_COMMIT_END, FLAG_TRANSACTION_END, RECORD_OVERHEAD, RECORD_SIZE_BYTES_MAX,
+    SEGMENT_HEADER_SIZE,
+};
+use crate::storage::{parse_segment_name, segment_path, Storage, StorageFile};
+
+#[derive(Debug, Clone, Copy)]
+pub struct LogConfig {
+    /// A segment is closed once the next transaction would take it past this
+    /// size. A single transaction larger than this gets a segment of its own.
+    pub segment_size_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { segment_size_bytes: 256 * 1024 * 1024 }
+    }
+}
+
+/// A record read from the log, owning its payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub position: u64,
+    pub kind: u8,
+    pub flags: u8,
+    pub length_bytes: u32,
+    pub payload: Vec<u8>,
+}
+
+impl Record {
+    fn from_ref(position: u64, record: RecordRef<'_>) -> Self {
+        Self {
+            position,
+            kind: record.kind,
+            flags: record.flags,
+            length_bytes: record.length_bytes,
+            payload: record.payload.to_vec(),
+        }
+    }
+    pub fn next_position(&self) -> u64 {
+        self.position + u64::from(self.length_bytes)
+    }
+}
+
+/// What recovery found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// The end of the log after recovery: the next record goes here.
+    pub end_position: u64,
+    /// Bytes of torn tail (unacknowledged by construction) cut off.
+    pub truncated_bytes: u64,
+    /// Where the tail scan began.
+    pub scanned_from: u64,
+    pub segment_count: usize,
+}
+
+#[derive(Debug)]
+struct Segment {
+    base: u64,
+    path: PathBuf,
+    file: Arc<dyn StorageFile>,
+}
+
+impl Segment {
+    fn file_offset(&self, position: u64) -> u64 {
+        debug_assert!(position >= self.base);
+        SEGMENT_HEADER_SIZE + (position - self.base)
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    segments: RwLock<Vec<Arc<Segment>>>,
+    /// End of the durable, visible log. Only the writer stores it, and only
+    /// after the data below it was synced.
+    committed_end: AtomicU64,
+    commit_lock: Mutex<()>,
+    commit_signal: Condvar,
+}
+
+impl Shared {
+    /// The segment holding `position` and the end of that segment's data.
+    fn segment_for(&self, position: u64) -> Option<(Arc<Segment>, u64)> {
+        let segments = self.segments.read().unwrap();
+        let index = segments.partition_point(|s| s.base <= position).checked_sub(1)?;
+        let data_end = match segments.get(index + 1) {
+            Some(next) => next.base,
+            None => self.committed_end.load(Ordering::Acquire),
+        };
+        Some((segments[index].clone(), data_end))
+    }
+}
+
+/// Read access to the committed log. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct LogReader {
+    shared: Arc<Shared>,
+}
+
+impl LogReader {
+    pub fn committed_end(&self) -> u64 {
+        self.shared.committed_end.load(Ordering::Acquire)
+    }
+
+    /// Blocks until the committed end is past `position` or `timeout` runs
+    /// out, and returns the committed end.
+    pub fn wait_past(&self, position: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.shared.commit_lock.lock().unwrap();
+        loop {
+            let end = self.committed_end();
+            if end > position {
+                return end;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return end;
+            }
+            guard = self.shared.commit_signal.wait_timeout(guard, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Reads the record that starts at `position`.
+    pub fn read(&self, position: u64) -> Result<Record, ReadError> {
+        let end = self.committed_end();
+        if position >= end {
+            return Err(ReadError::PastEnd { position, end });
+        }
+        let (segment, data_end) = self.shared.segment_for(position).expect("segment 0 always exists");
+        let offset = segment.file_offset(position);
+        let mut header = [0u8; format::RECORD_HEADER_SIZE];
+        let available = (data_end - position) as usize;
+        if available < header.len() {
+            return Err(bad_record(&segment, position, FrameError::Truncated));
+        }
+        read_exact(&segment, &mut header, offset)?;
+        let length = peek_record_length(&header).map_err(|reason| bad_record(&segment, position, reason))?;
+        if length > available {
+            return Err(bad_record(&segment, position, FrameError::Truncated));
+        }
+        let mut frame = vec![0u8; length];
+        read_exact(&segment, &mut frame, offset)?;
+        let record = decode_record(&frame).map_err(|reason| bad_record(&segment, position, reason))?;
+        Ok(Record::from_ref(position, record))
+    }
+
+    /// Reads the record that ends at `position` (the one before it), or
+    /// `None` at the start of the log.
+    pub fn read_before(&self, position: u64) -> Result<Option<Record>, ReadError> {
+        let end = self.committed_end();
+        if position > end {
+            return Err(ReadError::PastEnd { position, end });
+        }
+        if position == 0 {
+            return Ok(None);
+        }
+        let (segment, _) = self.shared.segment_for(position - 1).expect("segment 0 always exists");
+        let available = position - segment.base;
+        let mut trailer = [0u8; 4];
+        if available < RECORD_OVERHEAD as u64 {
+            return Err(bad_record(&segment, position, FrameError::Truncated));
+        }
+        read_exact(&segment, &mut trailer, segment.file_offset(position - 4))?;
+        let length = peek_record_length(&trailer).map_err(|reason| bad_record(&segment, position, reason))?;
+        if length as u64 > available {
+            return Err(bad_record(&segment, position, FrameError::Truncated));
+        }
+        let record = self.read(position - length as u64)?;
+        if record.next_position() != position {
+            // The trailer is damaged yet points at some other valid record.
+            return Err(bad_record(&segment, position, FrameError::TrailerMismatch));
+        }
+        Ok(Some(record))
+    }
+
+    /// A forward, buffered scan of the committed log from `position`.
+    pub fn cursor(&self, position: u64) -> Cursor {
+        Cursor { reader: self.clone(), position, buffer: Vec::new(), buffer_start: 0 }
+    }
+
+    /// The segments as they are now: base position, data length, path.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        let segments = self.shared.segments.read().unwrap();
+        let end = self.committed_end();
+        segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SegmentInfo {
+                base_position: s.base,
+                end_position: segments.get(i + 1).map_or(end, |n| n.base),
+                path: s.path.clone(),
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub base_position: u64,
+    pub end_position: u64,
+    pub path: PathBuf,
+}
+
+fn bad_record(segment: &Segment, position: u64, reason: FrameError) -> ReadError {
+    ReadError::BadRecord { path: segment.path.clone(), offset: segment.file_offset(position), position, reason }
+}
+
+fn read_exact(segment: &Segment, buffer: &mut [u8], offset: u64) -> Result<(), ReadError> {
+    segment.file.read_exact_at(buffer, offset).map_err(|source| ReadError::Io { path: segment.path.clone(), source })
+}
+
+/// Reads ahead in chunks so a scan costs one system call per chunk, not per record.
+const CURSOR_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// A forward scan over committed records. It sees records committed after
+/// it was made, so the same cursor serves catch-up and live reading.
+#[derive(Debug)]
+pub struct Cursor {
+    reader: LogReader,
+    position: u64,
+    buffer: Vec<u8>,
+    buffer_start: u64,
+}
+
+impl Cursor {
+    /// The position of the next record this cursor returns.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    pub fn reader(&self) -> &LogReader {
+        &self.reader
+    }
+
+    /// Moves the cursor; the next record read starts at `position`.
+    pub fn seek(&mut self, position: u64) {
+        self.position = position;
+    }
+
+    /// The next committed record and its position, or `None` at the committed end.
+    pub fn next_record(&mut self) -> Result<Option<(u64, RecordRef<'_>)>, ReadError> {
+        let end = self.reader.committed_end();
+        if self.position >= end {
+            return Ok(None);
+        }
+        let position = self.position;
+        let buffer_end = self.buffer_start + self.buffer.len() as u64;
+        let in_buffer = position >= self.buffer_start && position + 4 <= buffer_end;
+        let mut length = None;
+        if in_buffer {
+            let at = (position - self.buffer_start) as usize;
+            if let Ok(n) = peek_record_length(&self.buffer[at..]) {
+                if position + n as u64 <= buffer_end {
+                    length = Some(n);
+                }
+            }
+        }
+        if length.is_none() {
+            length = Some(self.fill(position, end)?);
+        }
+        let length = length.unwrap();
+        let at = (position - self.buffer_start) as usize;
+        let frame = &self.buffer[at..at + length];
+        match decode_record(frame) {
+            Ok(record) => {
+                self.position = position + length as u64;
+                Ok(Some((position, record)))
+            }
+            Err(reason) => {
+                let (segment, _) = self.reader.shared.segment_for(position).unwrap();
+                Err(bad_record(&segment, position, reason))
+            }
+        }
+    }
+
+    /// Loads the bytes from `position` on into the buffer (within one
+    /// segment, up to the committed end) and returns the length of the record
+    /// at `position`.
+    fn fill(&mut self, position: u64, end: u64) -> Result<usize, ReadError> {
+        let (segment, data_end) = self.reader.shared.segment_for(position).unwrap();
+        let data_end = data_end.min(end);
+        let available = (data_end - position) as usize;
+        if available < RECORD_OVERHEAD {
+            return Err(bad_record(&segment, position, FrameError::Truncated));
+        }
+        let mut header = [0u8; 4];
+        read_exact(&segment, &mut header, segment.file_offset(position))?;
+        let length = peek_record_length(&header).map_err(|reason| bad_record(&segment, position, reason))?;
+        if length > available {
+            return Err(bad_record(&segment, position, FrameError::Truncated));
+        }
+        let want = length.max(CURSOR_CHUNK_BYTES).min(available);
+        self.buffer.resize(want, 0);
+        read_exact(&segment, &mut self.buffer, segment.file_offset(position))?;
+        self.buffer_start = position;
+        Ok(length)
+    }
+}
+
+/// Where the next transaction's bytes go before the commit writes them.
+#[derive(Debug)]
+struct PendingChunk {
+    /// Base of the segment the bytes belong to.
+    segment_base: u64,
+    /// Whether that segment has yet to be created.
+    new_segment: bool,
+    /// Log position of `bytes[0]`.
+    position: u64,
+    bytes: Vec<u8>,
+    last_record_offset: usize,
+}
+
+/// The single writer of the log. Not `Clone`: there is exactly one.
+#[derive(Debug)]
+pub struct LogWriter {
+    shared: Arc<Shared>,
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    config: LogConfig,
+    active: Arc<Segment>,
+    /// Log end including pending, uncommitted transactions.
+    end: u64,
+    pending: Vec<PendingChunk>,
+    poisoned: Option<String>,
+}
+
+impl LogWriter {
+    /// The position the next appended record will get.
+    pub fn end_position(&self) -> u64 {
+        self.end
+    }
+
+    pub fn committed_end(&self) -> u64 {
+        self.shared.committed_end.load(Ordering::Acquire)
+    }
+
+    pub fn is_poisoned(&self) -> Option<&str> {
+        self.poisoned.as_deref()
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Stages one atomic transaction (a non-empty list of `(kind, payload)`)
+    /// and returns the position of each record. Nothing is written or visible
+    /// until [`LogWriter::commit`].
+    pub fn append_transaction<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = (u8, &'a [u8])> + Clone,
+    ) -> Result<Vec<u64>, WriteError> {
+        if let Some(cause) = &self.poisoned {
+            return Err(WriteError::Poisoned { cause: cause.clone() });
+        }
+        let size_bytes: usize = records.clone().into_iter().map(|(_, p)| p.len() + RECORD_OVERHEAD).sum();
+        let count = records.clone().into_iter().count();
+        assert!(count > 0, "empty transaction");
+        if records.clone().into_iter().any(|(_, p)| p.len() + RECORD_OVERHEAD > RECORD_SIZE_BYTES_MAX) {
+            return Err(WriteError::TooLarge { size_bytes });
+        }
+        let (tail_base, tail_used) = match self.pending.last() {
+            Some(chunk) if chunk.new_segment => (chunk.segment_base, self.end - chunk.segment_base),
+            _ => (self.active.base, self.end - self.active.base),
+        };
+        let roll = tail_used > 0 && tail_used + size_bytes as u64 > self.config.segment_size_bytes;
+        let need_chunk = match self.pending.last() {
+            None => true,
+            Some(_) => roll,
+        };
+        if need_chunk {
+            let (segment_base, new_segment) = if roll { (self.end, true) } else { (tail_base, false) };
+            self.pending.push(PendingChunk {
+                segment_base,
+                new_segment,
+                position: self.end,
+                bytes: Vec::with_capacity(size_bytes),
+                last_record_offset: 0,
+            });
+        }
+        let chunk = self.pending.last_mut().unwrap();
+        let mut positions = Vec::with_capacity(count);
+        for (i, (kind, payload)) in records.into_iter().enumerate() {
+            let flags = if i + 1 == count { FLAG_TRANSACTION_END } else { 0 };
+            let offset = chunk.bytes.len();
+            positions.push(chunk.position + offset as u64);
+            encode_record(&mut chunk.bytes, kind, flags, payload);
+            chunk.last_record_offset = offset;
+        }
+        self.end = chunk.position + chunk.bytes.len() as u64;
+        Ok(positions)
+    }
+
+    /// Writes and syncs everything staged, then publishes it to readers.
+    /// Returns the new committed end.
+    pub fn commit(&mut self) -> Result<u64, WriteError> {
+        if let Some(cause) = &self.poisoned {
+            return Err(WriteError::Poisoned { cause: cause.clone() });
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let mut synced_any = false;
+        for mut chunk in pending {
+            let last = chunk.last_record_offset;
+            format::set_record_flag(&mut chunk.bytes[last..], FLAG_COMMIT_END);
+            if let Err((error, path)) = self.write_chunk(&chunk) {
+                return Err(self.fail(error, path, synced_any));
+            }
+            synced_any = true;
+            let chunk_end = chunk.position + chunk.bytes.len() as u64;
+            self.shared.committed_end.store(chunk_end, Ordering::Release);
+        }
+        debug_assert_eq!(self.committed_end(), self.end);
+        let _guard = self.shared.commit_lock.lock().unwrap();
+        self.shared.commit_signal.notify_all();
+        Ok(self.end)
+    }
+
+    fn write_chunk(&mut self, chunk: &PendingChunk) -> Result<(), (io::Error, PathBuf)> {
+        if chunk.new_segment {
+            let segment = create_segment(&*self.storage, &self.dir, chunk.segment_base)?;
+            self.shared.segments.write().unwrap().push(segment.clone());
+            self.active = segment;
+        }
+        assert_eq!(self.active.base, chunk.segment_base);
+        let segment = &self.active;
+        let offset = segment.file_offset(chunk.position);
+        segment.file.write_all_at(&chunk.bytes, offset).map_err(|e| (e, segment.path.clone()))?;
+        segment.file.sync_data().map_err(|e| (e, segment.path.clone()))
+    }
+
+    /// Handles a failed commit. Running out of space before anything of
+    /// the batch was synced is recoverable: the unsynced bytes are cut off
+    /// and the writer goes on. Everything else poisons the writer.
+    fn fail(&mut self, error: io::Error, path: PathBuf, synced_any: bool) -> WriteError {
+        let committed = self.committed_end();
+        self.end = committed;
+        if error.raw_os_error() == Some(28) && !synced_any && self.rollback_to(committed).is_ok() {
+            return WriteError::NoSpace;
+        }
+        let cause = format!("{} on {}", error, path.display());
+        self.poisoned = Some(cause.clone());
+        WriteError::Poisoned { cause }
+    }
+
+    /// Removes everything past `position` (which must be the committed end).
+    fn rollback_to(&mut self, position: u64) -> io::Result<()> {
+        let mut segments = self.shared.segments.write().unwrap();
+        while segments.len() > 1 && segments.last().unwrap().base >= position && position > 0 {
+            let segment = segments.pop().unwrap();
+            self.storage.remove_file(&segment.path)?;
+            self.storage.sync_dir(&self.dir)?;
+        }
+        let last = segments.last().unwrap().clone();
+        drop(segments);
+        last.file.set_len(last.file_offset(position))?;
+        last.file.sync_data()?;
+        self.active = last;
+        Ok(())
+    }
+}
+
+fn create_segment(storage: &dyn Storage, dir: &Path, base: u64) -> Result<Arc<Segment>, (io::Error, PathBuf)> {
+    let path = segment_path(dir, base);
+    let attempt = || -> io::Result<Arc<dyn StorageFile>> {
+        let file = storage.create_new(&path)?;
+        file.write_all_at(&encode_segment_header(base), 0)?;
+        file.sync_data()?;
+        storage.sync_dir(dir)?;
+        Ok(file)
+    };
+    match attempt() {
+        Ok(file) => Ok(Arc::new(Segment { base, path, file })),
+        Err(error) => {
+            // A half-made segment would confuse recovery; the name is ours alone.
+            let _ = storage.remove_file(&path);
+            let _ = storage.sync_dir(dir);
+            Err((error, path))
+        }
+    }
+}
+
+/// Opens (creating if needed) the log in `dir` and recovers its tail.
+///
+/// `scan_from` is a record boundary up to which the log is already known to
+/// be good (the index checkpoint); the tail scan starts there when it lies in
+/// the last segment. A log ending before it has lost acknowledged data.
+pub fn open(
+    storage: Arc<dyn Storage>,
+    dir: &Path,
+    config: LogConfig,
+    scan_from: u64,
+) -> Result<(LogWriter, LogReader, Recovery), OpenError> {
+    let io_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| OpenError::Io { path, source }
+    };
+    storage.create_dir_all(dir).map_err(io_error(dir))?;
+    let mut bases: Vec<u64> =
+        storage.list_dir(dir).map_err(io_error(dir))?.iter().filter_map(|n| parse_segment_name(n)).collect();
+    bases.sort_unstable();
+
+    let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
+    let mut data_lengths = Vec::with_capacity(bases.len());
+    for (i, &base) in bases.iter().enumerate() {
+        let path = segment_path(dir, base);
+        let is_last = i + 1 == bases.len();
+        let file = storage.open(&path, is_last).map_err(io_error(&path))?;
+        let file_len = file.len().map_err(io_error(&path))?;
+        let mut header = [0u8; SEGMENT_HEADER_SIZE as usize];
+        let header_read = file_len >= SEGMENT_HEADER_SIZE && file.read_exact_at(&mut header, 0).is_ok();
+        let unwritten_header = !header_read || header.iter().all(|&b| b == 0);
+        if is_last && file_len <= SEGMENT_HEADER_SIZE && unwritten_header {
+            // A crash while the segment was being created: it never held data
+            // (the header is synced before any data goes in, so a longer file
+            // with no header is damage, not this).
+            storage.remove_file(&path).map_err(io_error(&path))?;
+            storage.sync_dir(dir).map_err(io_error(dir))?;
+            // The previous segment, opened read-only as a sealed one, is the
+            // last one now and takes the appends. With none, segment 0 is
+            // made afresh below.
+            if let Some(previous) = segments.pop() {
+                let file = storage.open(&previous.path, true).map_err(io_error(&previous.path))?;
+                segments.push(Arc::new(Segment { base: previous.base, path: previous.path.clone(), file }));
+            }
+            break;
+        }
+        if !header_read {
+            let reason = format::SegmentHeaderError::BadMagic;
+            return Err(OpenError::BadSegmentHeader { path, reason });
+        }
+        let found = decode_segment_header(&header).map_err(|reason| OpenError::BadSegmentHeader { path: path.clone(), reason })?;
+        if found != base {
+            return Err(OpenError::SegmentNameMismatch { path, named: base, found });
+        }
+        if let Some(previous) = segments.last() {
+            let expected = previous.base + data_lengths.last().copied().unwrap_or(0);
+            if base != expected {
+                return Err(OpenError::SegmentGap { path, expected, found: base });
+            }
+        }
+        data_lengths.push(file_len - SEGMENT_HEADER_SIZE);
+        segments.push(Arc::new(Segment { base, path, file }));
+    }
+    if segments.is_empty() {
+        let segment = create_segment(&*storage, dir, 0).map_err(|(source, path)| OpenError::Io { path, source })?;
+        segments.push(segment);
+        data_lengths.push(0);
+    }
+
+    let last = segments.last().unwrap().clone();
+    let last_data_len = *data_lengths.last().unwrap();
+    let file_end = last.base + last_data_len;
+    if scan_from > file_end {
+        return Err(OpenError::LogBehindIndex { covered: scan_from, end: file_end });
+    }
+    let scanned_from = scan_from.max(last.base);
+    let tail = scan_tail(&last, scanned_from, file_end)?;
+    if tail.valid_end < file_end {
+        last.file.set_len(last.file_offset(tail.valid_end)).map_err(io_error(&last.path))?;
+        last.file.sync_data().map_err(io_error(&last.path))?;
+    }
+    let recovery = Recovery {
+        end_position: tail.valid_end,
+        truncated_bytes: file_end - tail.valid_end,
+        scanned_from,
+        segment_count: segments.len(),
+    };
+    let shared = Arc::new(Shared {
+        segments: RwLock::new(segments),
+        committed_end: AtomicU64::new(tail.valid_end),
+        commit_lock: Mutex::new(()),
+        commit_signal: Condvar::new(),
+    });
+    let writer = LogWriter {
+        shared: shared.clone(),
+        storage,
+        dir: dir.to_path_buf(),
+        config,
+        active: last,
+        end: tail.valid_end,
+        pending: Vec::new(),
+        poisoned: None,
+    };
+    Ok((writer, LogReader { shared }, recovery))
+}
+
+struct TailScan {
+    /// End of the last complete transaction.
+    valid_end: u64,
+}
+
+/// Reads a segment's bytes from `from` to `end` as one buffer. Segments are
+/// bounded (`segment_size_bytes`), and only the last segment's tail is read
+/// at open.
+fn read_span(segment: &Segment, from: u64, end: u64) -> Result<Vec<u8>, OpenError> {
+    let mut bytes = vec![0u8; (end - from) as usize];
+    segment
+        .file
+        .read_exact_at(&mut bytes, segment.file_offset(from))
+        .map_err(|source| OpenError::Io { path: segment.path.clone(), source })?;
+    Ok(bytes)
+}
+
+fn scan_tail(segment: &Segment, from: u64, end: u64) -> Result<TailScan, OpenError> {
+    let bytes = read_span(segment, from, end)?;
+    let mut at = 0usize;
+    let mut valid_end = from;
+    while at < bytes.len() {
+        match decode_record(&bytes[at..]) {
+            Ok(record) => {
+                at += record.length_bytes as usize;
+                if record.is_transaction_end() {
+                    valid_end = from + at as u64;
+                }
+            }
+            Err(reason) => {
+                check_torn(segment, &bytes, at, from, reason)?;
+                break;
+            }
+        }
+    }
+    Ok(TailScan { valid_end })
+}
+
+/// Bytes at `bad` do not decode. That is a torn final write unless a later,
+/// synced write exists after it: a valid commit-end record followed by any
+/// further valid record means the damaged write had been synced.
+fn check_torn(segment: &Segment, bytes: &[u8], bad: usize, from: u64, reason: FrameError) -> Result<(), OpenError> {
+    let mut at = bad + 1;
+    let mut commit_end_seen = false;
+    while at + RECORD_OVERHEAD <= bytes.len() {
+        match decode_record(&bytes[at..]) {
+            Ok(record) => {
+                if commit_end_seen {
+                    let position = from + bad as u64;
+                    return Err(OpenError::Corruption {
+                        path: segment.path.clone(),
+                        offset: segment.file_offset(position),
+                        position,
+                        reason,
+                    });
+                }
+                commit_end_seen = record.is_commit_end();
+                at += record.length_bytes as usize;
+            }
+            Err(_) => at += 1,
+        }
+    }
+    Ok(())
+}
+
+/// Verifies every record of one segment, calling `on_record` for each and
+/// returning the first damage found. Used by `stele verify`.
+pub fn scan_segment(
+    reader: &LogReader,
+    segment: &SegmentInfo,
+    mut on_record: impl FnMut(u64, RecordRef<'_>),
+) -> Result<(), ReadError> {
+    let mut cursor = reader.cursor(segment.base_position);
+    while cursor.position() < segment.end_position {
+        match cursor.next_record()? {
+            Some((position, record)) => on_record(position, record),
+            None => break,
+        }
+    }
+    Ok(())
+}
+
+/// Reads per call of [`LogReader::read_many`] at most this far ahead in one
+/// system call when the next wanted records lie close together.
+const READ_MANY_WINDOW_BYTES: u64 = 256 * 1024;
+
+impl LogReader {
+    /// Reads the records at `positions` (ascending), calling `f` for each.
+    /// Nearby records share one read, so a stream whose events sit close
+    /// together in the log costs a few system calls, not one per event.
+    pub fn read_many<E: From<ReadError>>(
+        &self,
+        positions: &[u64],
+        mut f: impl FnMut(u64, RecordRef<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        debug_assert!(positions.windows(2).all(|w| w[0] < w[1]));
+        let end = self.committed_end();
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut buffer_start = 0u64;
+        for (i, &position) in positions.iter().enumerate() {
+            if position >= end {
+                return Err(ReadError::PastEnd { position, end }.into());
+            }
+            let (segment, data_end) = self.shared.segment_for(position).expect("segment 0 always exists");
+            let data_end = data_end.min(end);
+            let buffer_end = buffer_start + buffer.len() as u64;
+            let mut frame_in_buffer = position >= buffer_start && position + 4 <= buffer_end && {
+                let at = (position - buffer_start) as usize;
+                peek_record_length(&buffer[at..]).is_ok_and(|n| position + n as u64 <= buffer_end)
+            };
+            if !frame_in_buffer {
+                // Reach as far as the following wanted records that are close.
+                let reach = positions[i..]
+                    .iter()
+                    .take_while(|&&p| p < data_end && p - position < READ_MANY_WINDOW_BYTES)
+                    .last()
+                    .copied()
+                    .unwrap_or(position);
+                let want_end = (reach + 4096).min(data_end);
+                buffer.resize((want_end - position) as usize, 0);
+                read_exact(&segment, &mut buffer, segment.file_offset(position))?;
+                buffer_start = position;
+                let length = peek_record_length(&buffer).map_err(|reason| bad_record(&segment, position, reason))?;
+                if length > buffer.len() {
+                    if position + length as u64 > data_end {
+                        return Err(bad_record(&segment, position, FrameError::Truncated).into());
+                    }
+                    buffer.resize(length, 0);
+                    read_exact(&segment, &mut buffer, segment.file_offset(position))?;
+                }
+                frame_in_buffer = true;
+            }
+            debug_assert!(frame_in_buffer);
+            let at = (position - buffer_start) as usize;
+            let record = decode_record(&buffer[at..]).map_err(|reason| bad_record(&segment, position, reason))?;
+            f(position, record)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,553 @@
+//! The stream index: `(stream hash, revision) -> log position`.
+//!
+//! Recent entries live in a memtable; older ones in immutable sorted table
+//! files. Each table records the log range `[covers_start, covers_end)` it
+//! indexes, so the highest `covers_end` is the checkpoint: on open only the
+//! log after it is replayed. Lookups never trust an entry alone: the store
+//! reads the record it points at and checks stream and revision.
+//!
+//! Table file layout (little-endian):
+//!
+//! ```text
+//! offset size field
+//!      0    8 magic           b"STELEIDX"
+//!      8    2 format_version  TABLE_FORMAT_VERSION
+//!     10    6 reserved        zero
+//!     16    8 entry_count
+//!     24    8 covers_start    log position
+//!     32    8 covers_end      log position
+//!     40    4 entries_crc32c  over all entry bytes
+//!     44   16 reserved        zero
+//!     60    4 header_crc32c   over [0, 60)
+//!     64    . entries, ENTRY_BYTES each: hash u64, revision u64, position u64,
+//!             sorted by (hash, revision, position)
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use stele_log::{Storage, StorageFile};
+
+use crate::error::IndexError;
+
+const TABLE_MAGIC: [u8; 8] = *b"STELEIDX";
+const TABLE_FORMAT_VERSION: u16 = 1;
+const TABLE_HEADER_BYTES: u64 = 64;
+const ENTRY_BYTES: usize = 24;
+/// Entries per block: a lookup reads one block (6 KiB) per table after a
+/// binary search of the in-memory summary (one key per block).
+const BLOCK_ENTRIES: usize = 256;
+/// More tables than this are merged into one, bounding lookup cost.
+const TABLES_MAX: usize = 6;
+const IO_CHUNK_ENTRIES: usize = 43_690; // about 1 MiB
+
+/// One index entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Entry {
+    pub hash: u64,
+    pub revision: u64,
+    pub position: u64,
+}
+
+impl Entry {
+    fn encode(&self, buffer: &mut Vec<u8>) {
+        buffer.extend_from_slice(&self.hash.to_le_bytes());
+        buffer.extend_from_slice(&self.revision.to_le_bytes());
+        buffer.extend_from_slice(&self.position.to_le_bytes());
+    }
+    fn decode(bytes: &[u8]) -> Self {
+        let word = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap());
+        Self { hash: word(0), revision: word(1), position: word(2) }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Memtable {
+    streams: HashMap<u64, Vec<(u64, u64)>>,
+    count: usize,
+}
+
+#[derive(Debug)]
+struct Table {
+    path: PathBuf,
+    file: Arc<dyn StorageFile>,
+    entry_count: u64,
+    covers_start: u64,
+    covers_end: u64,
+    /// The first `(hash, revision)` of each block.
+    summary: Vec<(u64, u64)>,
+}
+
+#[derive(Debug)]
+pub struct Index {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    memtable: RwLock<Memtable>,
+    /// Oldest first. Replaced whole (copy on write) by flush and merge.
+    tables: RwLock<Arc<Vec<Arc<Table>>>>,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> IndexError + '_ {
+    move |source| IndexError::Io { path: path.to_path_buf(), source }
+}
+
+fn table_name(covers_start: u64, covers_end: u64) -> String {
+    format!("{covers_start:020}-{covers_end:020}.idx")
+}
+
+impl Index {
+    pub fn open(storage: Arc<dyn Storage>, dir: &Path) -> Result<Self, IndexError> {
+        storage.create_dir_all(dir).map_err(io_error(dir))?;
+        let mut tables = Vec::new();
+        for name in storage.list_dir(dir).map_err(io_error(dir))? {
+            let path = dir.join(&name);
+            if name.ends_with(".tmp") {
+                // A flush or merge that did not finish; its inputs are intact.
+                storage.remove_file(&path).map_err(io_error(&path))?;
+            } else if name.ends_with(".idx") {
+                tables.push(Arc::new(load_table(&*storage, path)?));
+            }
+        }
+        // A merge that crashed after its rename but before removing its
+        // inputs leaves tables inside the merged one's range: drop those.
+        tables.sort_by_key(|t| (t.covers_start, std::cmp::Reverse(t.covers_end)));
+        let mut kept: Vec<Arc<Table>> = Vec::new();
+        for table in tables {
+            match kept.last() {
+                Some(last) if table.covers_end <= last.covers_end => {
+                    storage.remove_file(&table.path).map_err(io_error(&table.path))?;
+                }
+                Some(last) if table.covers_start != last.covers_end => {
+                    let reason = format!("covers log from {} but the previous table ends at {}", table.covers_start, last.covers_end);
+                    return Err(IndexError::Corrupt { path: table.path.clone(), reason });
+                }
+                _ => kept.push(table),
+            }
+        }
+        storage.sync_dir(dir).map_err(io_error(dir))?;
+        Ok(Self {
+            storage,
+            dir: dir.to_path_buf(),
+            memtable: RwLock::new(Memtable::default()),
+            tables: RwLock::new(Arc::new(kept)),
+        })
+    }
+
+    /// The log position up to which the table files cover the log.
+    pub fn checkpoint(&self) -> u64 {
+        self.tables.read().unwrap().last().map_or(0, |t| t.covers_end)
+    }
+
+    pub fn table_count(&self) -> usize {
+        self.tables.read().unwrap().len()
+    }
+
+    pub fn memtable_len(&self) -> usize {
+        self.memtable.read().unwrap().count
+    }
+
+    pub fn insert(&self, entries: impl IntoIterator<Item = Entry>) {
+        let mut memtable = self.memtable.write().unwrap();
+        for entry in entries {
+            memtable.streams.entry(entry.hash).or_default().push((entry.revision, entry.position));
+            memtable.count += 1;
+        }
+    }
+
+    /// Entries of `hash` with revision in `[low, high]`, sorted, without duplicates.
+    pub fn range(&self, hash: u64, low: u64, high: u64) -> Result<Vec<(u64, u64)>, IndexError> {
+        // Memtable first, then tables: a flush adds its table before it
+        // clears the memtable, so this order never misses an entry.
+        let mut found: Vec<(u64, u64)> = {
+            let memtable = self.memtable.read().unwrap();
+            memtable.streams.get(&hash).map_or_else(Vec::new, |entries| {
+                entries.iter().copied().filter(|(revision, _)| (low..=high).contains(revision)).collect()
+            })
+        };
+        let tables = self.tables.read().unwrap().clone();
+        for table in tables.iter() {
+            table.range(hash, low, high, &mut found)?;
+        }
+        found.sort_unstable();
+        found.dedup();
+        Ok(found)
+    }
+
+    /// The highest `(revision, position)` of `hash`.
+    pub fn last(&self, hash: u64) -> Result<Option<(u64, u64)>, IndexError> {
+        let mut best = {
+            let memtable = self.memtable.read().unwrap();
+            memtable.streams.get(&hash).and_then(|entries| entries.iter().max().copied())
+        };
+        let tables = self.tables.read().unwrap().clone();
+        for table in tables.iter() {
+            best = best.max(table.last(hash)?);
+        }
+        Ok(best)
+    }
+
+    /// Writes the memtable out as a table covering the log up to
+    /// `covers_end` (a committed transaction boundary) and empties it.
+    pub fn flush(&self, covers_end: u64) -> Result<(), IndexError> {
+        let mut entries: Vec<Entry> = {
+            let memtable = self.memtable.read().unwrap();
+            memtable
+                .streams
+                .iter()
+                .flat_map(|(&hash, list)| list.iter().map(move |&(revision, position)| Entry { hash, revision, position }))
+                .collect()
+        };
+        entries.sort_unstable();
+        let covers_start = self.checkpoint();
+        assert!(covers_start <= covers_end);
+        let table = write_table(&*self.storage, &self.dir, covers_start, covers_end, &mut entries.into_iter())?;
+        {
+            let mut tables = self.tables.write().unwrap();
+            let mut list = Vec::clone(&tables);
+            list.push(Arc::new(table));
+            *tables = Arc::new(list);
+        }
+        *self.memtable.write().unwrap() = Memtable::default();
+        if self.table_count() > TABLES_MAX {
+            self.merge_all()?;
+        }
+        Ok(())
+    }
+
+    /// Merges every table into one. Runs on the writer thread; its cost
+    /// grows with the index, see ARCHITECTURE.md.
+    fn merge_all(&self) -> Result<(), IndexError> {
+        let inputs = self.tables.read().unwrap().clone();
+        let (Some(first), Some(last)) = (inputs.first(), inputs.last()) else { return Ok(()) };
+        let mut iters = Vec::new();
+        for table in inputs.iter() {
+            iters.push(TableIter::new(table.clone()));
+        }
+        let mut merged = MergeIter { iters, heads: Vec::new(), started: false };
+        let table = write_table(&*self.storage, &self.dir, first.covers_start, last.covers_end, &mut merged)?;
+        if let Some(error) = merged.iters.iter_mut().find_map(|i| i.error.take()) {
+            let _ = self.storage.remove_file(&table.path);
+            return Err(error);
+        }
+        *self.tables.write().unwrap() = Arc::new(vec![Arc::new(table)]);
+        for table in inputs.iter() {
+            self.storage.remove_file(&table.path).map_err(io_error(&table.path))?;
+        }
+        self.storage.sync_dir(&self.dir).map_err(io_error(&self.dir))
+    }
+
+    /// Calls `f` with every entry in `(hash, revision, position)` order.
+    pub fn for_each(&self, mut f: impl FnMut(Entry)) -> Result<(), IndexError> {
+        let mut all: Vec<Entry> = Vec::new();
+        {
+            let memtable = self.memtable.read().unwrap();
+            for (&hash, list) in &memtable.streams {
+                all.extend(list.iter().map(|&(revision, position)| Entry { hash, revision, position }));
+            }
+        }
+        let tables = self.tables.read().unwrap().clone();
+        for table in tables.iter() {
+            let mut iter = TableIter::new(table.clone());
+            all.extend(&mut iter);
+            if let Some(error) = iter.error {
+                return Err(error);
+            }
+        }
+        all.sort_unstable();
+        all.dedup();
+        all.into_iter().for_each(&mut f);
+        Ok(())
+    }
+}
+
+impl Table {
+    fn block_count(&self) -> usize {
+        self.summary.len()
+    }
+
+    fn read_block(&self, block: usize) -> Result<Vec<Entry>, IndexError> {
+        let first = block * BLOCK_ENTRIES;
+        let count = (self.entry_count as usize - first).min(BLOCK_ENTRIES);
+        let mut bytes = vec![0u8; count * ENTRY_BYTES];
+        let offset = TABLE_HEADER_BYTES + (first * ENTRY_BYTES) as u64;
+        self.file.read_exact_at(&mut bytes, offset).map_err(io_error(&self.path))?;
+        Ok(bytes.chunks_exact(ENTRY_BYTES).map(Entry::decode).collect())
+    }
+
+    fn range(&self, hash: u64, low: u64, high: u64, found: &mut Vec<(u64, u64)>) -> Result<(), IndexError> {
+        let start = self.summary.partition_point(|&key| key < (hash, low)).saturating_sub(1);
+        for block in start..self.block_count() {
+            if self.summary[block] > (hash, high) {
+                break;
+            }
+            for entry in self.read_block(block)? {
+                if (entry.hash, entry.revision) > (hash, high) {
+                    return Ok(());
+                }
+                if entry.hash == hash && entry.revision >= low {
+                    found.push((entry.revision, entry.position));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn last(&self, hash: u64) -> Result<Option<(u64, u64)>, IndexError> {
+        let Some(block) = self.summary.partition_point(|&key| key <= (hash, u64::MAX)).checked_sub(1) else {
+            return Ok(None);
+        };
+        Ok(self
+            .read_block(block)?
+            .into_iter()
+            .filter(|e| e.hash == hash)
+            .map(|e| (e.revision, e.position))
+            .max())
+    }
+}
+
+fn encode_header(entry_count: u64, covers_start: u64, covers_end: u64, entries_crc: u32) -> [u8; 64] {
+    let mut header = [0u8; TABLE_HEADER_BYTES as usize];
+    header[0..8].copy_from_slice(&TABLE_MAGIC);
+    header[8..10].copy_from_slice(&TABLE_FORMAT_VERSION.to_le_bytes());
+    header[16..24].copy_from_slice(&entry_count.to_le_bytes());
+    header[24..32].copy_from_slice(&covers_start.to_le_bytes());
+    header[32..40].copy_from_slice(&covers_end.to_le_bytes());
+    header[40..44].copy_from_slice(&entries_crc.to_le_bytes());
+    let crc = crc32c::crc32c(&header[0..60]);
+    header[60..64].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// Writes entries (already sorted) to a new table: temporary file, sync,
+/// rename, sync of the directory, so a table either exists whole or not at all.
+fn write_table(
+    storage: &dyn Storage,
+    dir: &Path,
+    covers_start: u64,
+    covers_end: u64,
+    entries: &mut dyn Iterator<Item = Entry>,
+) -> Result<Table, IndexError> {
+    let name = table_name(covers_start, covers_end);
+    let path = dir.join(&name);
+    let temp_path = dir.join(format!("{name}.tmp"));
+    let file = storage.create_new(&temp_path).map_err(io_error(&temp_path))?;
+    let mut crc = 0u32;
+    let mut count = 0u64;
+    let mut summary = Vec::new();
+    let mut previous: Option<Entry> = None;
+    let mut buffer = Vec::with_capacity(IO_CHUNK_ENTRIES * ENTRY_BYTES);
+    let mut offset = TABLE_HEADER_BYTES;
+    loop {
+        let entry = entries.next();
+        if let Some(entry) = entry {
+            assert!(previous.is_none_or(|p| p <= entry), "index entries must arrive sorted");
+            previous = Some(entry);
+            if count % BLOCK_ENTRIES as u64 == 0 {
+                summary.push((entry.hash, entry.revision));
+            }
+            entry.encode(&mut buffer);
+            count += 1;
+        }
+        if buffer.len() >= IO_CHUNK_ENTRIES * ENTRY_BYTES || (entry.is_none() && !buffer.is_empty()) {
+            crc = crc32c::crc32c_append(crc, &buffer);
+            file.write_all_at(&buffer, offset).map_err(io_error(&temp_path))?;
+            offset += buffer.len() as u64;
+            buffer.clear();
+        }
+        if entry.is_none() {
+            break;
+        }
+    }
+    let header = encode_header(count, covers_start, covers_end, crc);
+    file.write_all_at(&header, 0).map_err(io_error(&temp_path))?;
+    file.sync_data().map_err(io_error(&temp_path))?;
+    storage.rename(&temp_path, &path).map_err(io_error(&path))?;
+    storage.sync_dir(dir).map_err(io_error(dir))?;
+    Ok(Table { path, file, entry_count: count, covers_start, covers_end, summary })
+}
+
+/// Opens a table, verifying its header, checksum and order, and builds the
+/// block summary.
+fn load_table(storage: &dyn Storage, path: PathBuf) -> Result<Table, IndexError> {
+    let corrupt = |reason: String| IndexError::Corrupt { path: path.clone(), reason };
+    let file = storage.open(&path, false).map_err(io_error(&path))?;
+    let mut header = [0u8; TABLE_HEADER_BYTES as usize];
+    file.read_exact_at(&mut header, 0).map_err(|_| corrupt("header is cut short".into()))?;
+    let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap());
+    if header[0..8] != TABLE_MAGIC {
+        return Err(corrupt("bad magic".into()));
+    }
+    if crc32c::crc32c(&header[0..60]) != u32::from_le_bytes(header[60..64].try_into().unwrap()) {
+        return Err(corrupt("header checksum mismatch".into()));
+    }
+    let version = u16::from_le_bytes([header[8], header[9]]);
+    if version != TABLE_FORMAT_VERSION {
+        return Err(corrupt(format!("unknown format version {version}")));
+    }
+    let (entry_count, covers_start, covers_end) = (word(16), word(24), word(32));
+    let entries_crc = u32::from_le_bytes(header[40..44].try_into().unwrap());
+    let file_len = file.len().map_err(io_error(&path))?;
+    if file_len != TABLE_HEADER_BYTES + entry_count * ENTRY_BYTES as u64 {
+        return Err(corrupt(format!("{file_len} bytes long, but the header says {entry_count} entries")));
+    }
+    let mut table = Table { path: path.clone(), file, entry_count, covers_start, covers_end, summary: Vec::new() };
+    let mut crc = 0u32;
+    let mut previous: Option<Entry> = None;
+    let mut index = 0u64;
+    let mut chunk = vec![0u8; IO_CHUNK_ENTRIES * ENTRY_BYTES];
+    while index < entry_count {
+        let n = ((entry_count - index) as usize).min(IO_CHUNK_ENTRIES);
+        let bytes = &mut chunk[..n * ENTRY_BYTES];
+        table.file.read_exact_at(bytes, TABLE_HEADER_BYTES + index * ENTRY_BYTES as u64).map_err(io_error(&path))?;
+        crc = crc32c::crc32c_append(crc, bytes);
+        for raw in bytes.chunks_exact(ENTRY_BYTES) {
+            let entry = Entry::decode(raw);
+            if previous.is_some_and(|p| p > entry) {
+                return Err(corrupt(format!("entry {index} is out of order")));
+            }
+            if index % BLOCK_ENTRIES as u64 == 0 {
+                table.summary.push((entry.hash, entry.revision));
+            }
+            previous = Some(entry);
+            index += 1;
+        }
+    }
+    if crc != entries_crc {
+        return Err(corrupt("entries checksum mismatch".into()));
+    }
+    Ok(table)
+}
+
+/// Reads a table's entries in order, in chunks. An I/O error ends the
+/// iteration and is kept in `error`.
+struct TableIter {
+    table: Arc<Table>,
+    next: u64,
+    buffered: std::vec::IntoIter<Entry>,
+    error: Option<IndexError>,
+}
+
+impl TableIter {
+    fn new(table: Arc<Table>) -> Self {
+        Self { table, next: 0, buffered: Vec::new().into_iter(), error: None }
+    }
+}
+
+impl Iterator for TableIter {
+    type Item = Entry;
+    fn next(&mut self) -> Option<Entry> {
+        if let Some(entry) = self.buffered.next() {
+            return Some(entry);
+        }
+        if self.next >= self.table.entry_count || self.error.is_some() {
+            return None;
+        }
+        let n = ((self.table.entry_count - self.next) as usize).min(IO_CHUNK_ENTRIES);
+        let mut bytes = vec![0u8; n * ENTRY_BYTES];
+        let offset = TABLE_HEADER_BYTES + self.next * ENTRY_BYTES as u64;
+        if let Err(error) = self.table.file.read_exact_at(&mut bytes, offset) {
+            self.error = Some(IndexError::Io { path: self.table.path.clone(), source: error });
+            return None;
+        }
+        self.next += n as u64;
+        self.buffered = bytes.chunks_exact(ENTRY_BYTES).map(Entry::decode).collect::<Vec<_>>().into_iter();
+        self.buffered.next()
+    }
+}
+
+/// A k-way merge of sorted table iterators (k is at most `TABLES_MAX + 1`,
+/// so a linear scan for the minimum is cheapest).
+struct MergeIter {
+    iters: Vec<TableIter>,
+    heads: Vec<Option<Entry>>,
+    started: bool,
+}
+
+impl Iterator for MergeIter {
+    type Item = Entry;
+    fn next(&mut self) -> Option<Entry> {
+        if !self.started {
+            self.heads = self.iters.iter_mut().map(Iterator::next).collect();
+            self.started = true;
+        }
+        let (at, _) = self.heads.iter().enumerate().filter_map(|(i, h)| h.map(|h| (i, h))).min_by_key(|&(_, h)| h)?;
+        let entry = self.heads[at].take();
+        self.heads[at] = self.iters[at].next();
+        entry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stele_log::DiskStorage;
+
+    fn entry(hash: u64, revision: u64, position: u64) -> Entry {
+        Entry { hash, revision, position }
+    }
+
+    #[test]
+    fn memtable_and_tables_answer_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(Arc::new(DiskStorage), dir.path()).unwrap();
+        let mut position = 0;
+        for round in 0..10u64 {
+            let mut batch = Vec::new();
+            for revision in round * 100..round * 100 + 100 {
+                for hash in [7u64, 9, 11] {
+                    batch.push(entry(hash, revision, position));
+                    position += 10;
+                }
+            }
+            index.insert(batch);
+            if round % 2 == 1 {
+                index.flush(position).unwrap();
+            }
+        }
+        assert!(index.table_count() >= 1);
+        let found = index.range(9, 150, 849).unwrap();
+        assert_eq!(found.len(), 700);
+        assert!(found.windows(2).all(|w| w[0].0 + 1 == w[1].0));
+        assert_eq!(index.last(11).unwrap().map(|(r, _)| r), Some(999));
+        assert_eq!(index.last(8).unwrap(), None);
+        let checkpoint = index.checkpoint();
+        drop(index);
+
+        let reopened = Index::open(Arc::new(DiskStorage), dir.path()).unwrap();
+        assert_eq!(reopened.checkpoint(), checkpoint);
+        assert_eq!(reopened.range(7, 0, u64::MAX).unwrap().len(), 1000);
+    }
+
+    #[test]
+    fn many_flushes_merge_and_stay_correct() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(Arc::new(DiskStorage), dir.path()).unwrap();
+        for round in 0..20u64 {
+            index.insert((0..600).map(|i| entry(i % 5, round * 1000 + i, round * 1000 + i)));
+            index.flush((round + 1) * 1000).unwrap();
+        }
+        assert!(index.table_count() <= TABLES_MAX);
+        let mut total = 0;
+        index.for_each(|_| total += 1).unwrap();
+        assert_eq!(total, 20 * 600);
+        assert_eq!(index.range(3, 0, u64::MAX).unwrap().len(), 20 * 120);
+    }
+
+    #[test]
+    fn damaged_table_is_reported_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(Arc::new(DiskStorage), dir.path()).unwrap();
+        index.insert((0..1000).map(|i| entry(1, i, i)));
+        index.flush(1000).unwrap();
+        drop(index);
+        let path = dir.path().join(table_name(0, 1000));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[500] ^= 0x40;
+        std::fs::write(&path, bytes).unwrap();
+        match Index::open(Arc::new(DiskStorage), dir.path()) {
+            Err(IndexError::Corrupt { path: reported, .. }) => assert_eq!(reported, path),
+            other => panic!("expected corruption, got {other:?}"),
+        }
+    }
+}

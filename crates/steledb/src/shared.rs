@@ -1,0 +1,132 @@
+//! The read side every thread shares: the log reader, the index and the
+//! lookups built on them. The writer uses the same lookups for validation.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use stele_log::LogReader;
+
+use crate::clock::Clock;
+use crate::codec::{decode_event, stream_hash, EventView};
+use crate::error::ReadError;
+use crate::index::Index;
+use crate::limits::Limits;
+use crate::metadata::StreamMetadata;
+use crate::types::{metadata_stream_of, RecordedEvent, TOMBSTONE_REVISION};
+
+/// What the store knows of a stream's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Head {
+    /// The highest revision written, `None` if the stream never had events.
+    pub last: Option<u64>,
+    pub tombstoned: bool,
+}
+
+impl Head {
+    pub fn next_revision(&self) -> u64 {
+        self.last.map_or(0, |last| last + 1)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub reader: LogReader,
+    pub index: Index,
+    /// Every event below this position is in the index. The writer moves it
+    /// after applying a committed batch; stream subscriptions switch from
+    /// the index to the log here.
+    pub visible_end: AtomicU64,
+    pub clock: Arc<dyn Clock>,
+    pub limits: Limits,
+    /// Why the writer stopped, once it has.
+    pub writer_stopped: Mutex<Option<String>>,
+}
+
+fn decode(position: u64, kind: u8, payload: &[u8]) -> Result<EventView<'_>, ReadError> {
+    decode_event(kind, payload).map_err(|reason| ReadError::BadEvent { position, reason })
+}
+
+impl Shared {
+    pub fn visible_end(&self) -> u64 {
+        self.visible_end.load(Ordering::Acquire)
+    }
+
+    /// The committed event at `position`.
+    pub fn event_at(&self, position: u64) -> Result<RecordedEvent, ReadError> {
+        let record = self.reader.read(position)?;
+        Ok(decode(position, record.kind, &record.payload)?.to_recorded(position))
+    }
+
+    /// The stream's head, found through the index and confirmed against
+    /// the log (two streams may share a hash).
+    pub fn head(&self, stream: &str) -> Result<Head, ReadError> {
+        let hash = stream_hash(stream);
+        let Some((revision, position)) = self.index.last(hash)? else {
+            return Ok(Head::default());
+        };
+        if self.event_at(position)?.stream == stream {
+            return Ok(head_from(revision, || self.last_live_revision(stream, hash, revision)));
+        }
+        // A hash collision: walk this hash's entries from the top.
+        let entries = self.index.range(hash, 0, u64::MAX)?;
+        for &(revision, position) in entries.iter().rev() {
+            if self.event_at(position)?.stream == stream {
+                return Ok(head_from(revision, || self.last_live_revision(stream, hash, revision)));
+            }
+        }
+        Ok(Head::default())
+    }
+
+    /// The last revision below a tombstone, for reporting.
+    fn last_live_revision(&self, stream: &str, hash: u64, below: u64) -> Option<u64> {
+        let entries = self.index.range(hash, 0, below.saturating_sub(1)).ok()?;
+        entries.iter().rev().find(|(_, p)| self.event_at(*p).is_ok_and(|e| e.stream == stream)).map(|(r, _)| *r)
+    }
+
+    /// The events of `stream` with revisions in `[low, high]`, ascending.
+    pub fn stream_events(&self, stream: &str, low: u64, high: u64) -> Result<Vec<RecordedEvent>, ReadError> {
+        let entries = self.index.range(stream_hash(stream), low, high.min(TOMBSTONE_REVISION - 1))?;
+        let mut positions: Vec<u64> = entries.iter().map(|&(_, p)| p).collect();
+        positions.sort_unstable();
+        positions.dedup();
+        let mut events = Vec::with_capacity(positions.len());
+        self.reader.read_many(&positions, |position, record| -> Result<(), ReadError> {
+            let view = decode(position, record.kind, record.payload)?;
+            if view.stream == stream {
+                events.push(view.to_recorded(position));
+            }
+            Ok(())
+        })?;
+        events.sort_unstable_by_key(|e| e.revision);
+        for event in &events {
+            let indexed = entries.iter().any(|&(r, p)| r == event.revision && p == event.position);
+            if !indexed {
+                return Err(ReadError::IndexMismatch {
+                    stream: stream.to_owned(),
+                    revision: event.revision,
+                    position: event.position,
+                });
+            }
+        }
+        Ok(events)
+    }
+
+    /// The stream's metadata, from the last event of `$$stream`.
+    pub fn metadata(&self, stream: &str) -> Result<Option<StreamMetadata>, ReadError> {
+        let metadata_stream = metadata_stream_of(stream);
+        let head = self.head(&metadata_stream)?;
+        let Some(last) = head.last else { return Ok(None) };
+        let events = self.stream_events(&metadata_stream, last, last)?;
+        // Metadata was validated when written; an unreadable one (written by
+        // a newer version, say) counts as none rather than failing reads.
+        Ok(events.last().and_then(|e| StreamMetadata::from_json(&e.data).ok()))
+    }
+}
+
+fn head_from(top: u64, live: impl FnOnce() -> Option<u64>) -> Head {
+    if top == TOMBSTONE_REVISION {
+        Head { last: live(), tombstoned: true }
+    } else {
+        Head { last: Some(top), tombstoned: false }
+    }
+}

@@ -1,0 +1,460 @@
+//! The embedded event store: the public API over the writer and the shared
+//! read side.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use stele_log::{DiskStorage, LogConfig, Recovery, Storage};
+
+use crate::clock::{Clock, SystemClock};
+use crate::codec::{decode_event, stream_hash};
+use crate::error::{AppendError, OpenError, ReadError};
+use crate::filter::EventFilter;
+use crate::index::{Entry, Index};
+use crate::limits::{Limits, READ_EVENTS_MAX};
+use crate::metadata::StreamMetadata;
+use crate::shared::Shared;
+use crate::subscription::Subscription;
+use crate::types::{
+    check_stream_name, metadata_stream_of, AllStart, AppendResult, Direction, ExpectedRevision, NewEvent,
+    RecordedEvent, StreamAppend, StreamStart,
+};
+use crate::writer::{Command, Reply, Request, Writer};
+
+/// How to open a store. `StoreConfig::new(dir)` gives the defaults.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub dir: PathBuf,
+    pub limits: Limits,
+    pub segment_size_bytes: u64,
+    /// The memtable is written out as an index table past this many entries.
+    pub index_memtable_entries_max: usize,
+    pub clock: Arc<dyn Clock>,
+    pub storage: Arc<dyn Storage>,
+}
+
+impl StoreConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            limits: Limits::default(),
+            segment_size_bytes: LogConfig::default().segment_size_bytes,
+            index_memtable_entries_max: 262_144,
+            clock: Arc::new(SystemClock),
+            storage: Arc::new(DiskStorage),
+        }
+    }
+}
+
+/// What opening the store found.
+#[derive(Debug, Clone)]
+pub struct OpenReport {
+    pub log: Recovery,
+    /// The index covered the log up to here; the rest was replayed.
+    pub index_checkpoint: u64,
+    pub replayed_events: u64,
+    pub open_ms: u64,
+}
+
+/// A page of `$all`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllSlice {
+    pub events: Vec<RecordedEvent>,
+    /// Where to continue reading in the same direction.
+    pub next_position: u64,
+    /// True when the read stopped at the end (or start) of the log.
+    pub is_end: bool,
+}
+
+/// The embedded event store. Share it between threads with an `Arc`;
+/// dropping it finishes queued appends, flushes the index and closes.
+pub struct Store {
+    shared: Arc<Shared>,
+    sender: Option<SyncSender<Request>>,
+    writer: Option<JoinHandle<()>>,
+    report: OpenReport,
+    _lock: std::fs::File,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("report", &self.report).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) a store in `dir` with default settings.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, OpenError> {
+        Self::open_with(StoreConfig::new(dir.as_ref()))
+    }
+
+    pub fn open_with(config: StoreConfig) -> Result<Self, OpenError> {
+        let started = Instant::now();
+        let storage = config.storage.clone();
+        let io_error = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| OpenError::Io { path, source }
+        };
+        storage.create_dir_all(&config.dir).map_err(io_error(&config.dir))?;
+        let lock = stele_log::storage::lock_directory(&config.dir)
+            .map_err(io_error(&config.dir))?
+            .ok_or_else(|| OpenError::Locked { path: config.dir.clone() })?;
+        let index = Index::open(storage.clone(), &config.dir.join("index"))?;
+        let checkpoint = index.checkpoint();
+        let log_config = LogConfig { segment_size_bytes: config.segment_size_bytes };
+        let (log_writer, reader, recovery) = stele_log::open(storage, &config.dir.join("log"), log_config, checkpoint)?;
+        let shared = Arc::new(Shared {
+            reader,
+            index,
+            visible_end: AtomicU64::new(0),
+            clock: config.clock.clone(),
+            limits: config.limits,
+            writer_stopped: Mutex::new(None),
+        });
+        let mut writer = Writer::new(shared.clone(), log_writer, config.index_memtable_entries_max);
+        let replayed_events = replay(&shared, &mut writer, checkpoint)?;
+        shared.visible_end.store(recovery.end_position, std::sync::atomic::Ordering::Release);
+
+        let (sender, queue) = sync_channel(config.limits.queue_requests_max);
+        let thread = std::thread::Builder::new()
+            .name("stele-writer".into())
+            .spawn(move || writer.run(queue))
+            .map_err(io_error(&config.dir))?;
+        let report = OpenReport {
+            log: recovery,
+            index_checkpoint: checkpoint,
+            replayed_events,
+            open_ms: started.elapsed().as_millis() as u64,
+        };
+        Ok(Self { shared, sender: Some(sender), writer: Some(thread), report, _lock: lock })
+    }
+
+    pub fn open_report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    /// Appends events to one stream.
+    pub fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, AppendError> {
+        let mut results = self.append_multi(vec![StreamAppend::new(stream, expected, events)])?;
+        Ok(results.remove(0))
+    }
+
+    /// Appends to several streams atomically: every part is checked against
+    /// its own expectation, and either all are written or none.
+    pub fn append_multi(&self, parts: Vec<StreamAppend>) -> Result<Vec<AppendResult>, AppendError> {
+        self.call(Command::Append(parts))
+    }
+
+    /// Queues an append and returns at once; `reply` runs on the writer
+    /// thread after the append is durable (or failed). For front ends that
+    /// must not block.
+    pub fn append_with(
+        &self,
+        parts: Vec<StreamAppend>,
+        reply: impl FnOnce(Result<Vec<AppendResult>, AppendError>) + Send + 'static,
+    ) {
+        self.submit(Command::Append(parts), Box::new(reply));
+    }
+
+    /// Sets a stream's metadata (an event in `$$stream`); `expected` is
+    /// checked against the metadata stream.
+    pub fn set_stream_metadata(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        metadata: StreamMetadata,
+    ) -> Result<AppendResult, AppendError> {
+        let command = Command::SetMetadata { stream: stream.to_owned(), expected, metadata };
+        Ok(self.call(command)?.remove(0))
+    }
+
+    /// Soft-deletes a stream: its events become unreadable, and appending
+    /// again recreates it with revisions that continue where it ended.
+    pub fn delete_stream(&self, stream: &str, expected: ExpectedRevision) -> Result<AppendResult, AppendError> {
+        Ok(self.call(Command::Delete { stream: stream.to_owned(), expected })?.remove(0))
+    }
+
+    /// Deletes a stream for good: it can never be written again.
+    pub fn tombstone_stream(&self, stream: &str, expected: ExpectedRevision) -> Result<AppendResult, AppendError> {
+        Ok(self.call(Command::Tombstone { stream: stream.to_owned(), expected })?.remove(0))
+    }
+
+    fn call(&self, command: Command) -> Result<Vec<AppendResult>, AppendError> {
+        let (sender, receiver) = sync_channel(1);
+        self.submit(
+            command,
+            Box::new(move |result| {
+                let _ = sender.send(result);
+            }),
+        );
+        receiver.recv().unwrap_or_else(|_| Err(self.stopped_error()))
+    }
+
+    fn submit(&self, command: Command, reply: Reply) {
+        let sender = self.sender.as_ref().expect("sender lives until drop");
+        match sender.try_send(Request { command, reply }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(request)) => {
+                (request.reply)(Err(AppendError::Overloaded { capacity: self.shared.limits.queue_requests_max }))
+            }
+            Err(TrySendError::Disconnected(request)) => (request.reply)(Err(self.stopped_error())),
+        }
+    }
+
+    fn stopped_error(&self) -> AppendError {
+        let cause = self.shared.writer_stopped.lock().unwrap().clone();
+        AppendError::WriterStopped { cause: cause.unwrap_or_else(|| "the writer thread exited".to_owned()) }
+    }
+
+    /// Why the writer stopped accepting appends, if it has (fail-stop).
+    pub fn writer_stopped(&self) -> Option<String> {
+        self.shared.writer_stopped.lock().unwrap().clone()
+    }
+
+    /// The end of the durable log: the position the next event will get.
+    pub fn end_position(&self) -> u64 {
+        self.shared.visible_end()
+    }
+
+    /// Reads up to `limit` events of a stream. A missing or soft-deleted
+    /// stream is `StreamNotFound`; a tombstoned one is `StreamDeleted`.
+    pub fn read_stream(
+        &self,
+        stream: &str,
+        start: StreamStart,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        check_stream_name(stream).map_err(|reason| ReadError::InvalidStreamName { reason })?;
+        let head = self.shared.head(stream)?;
+        if head.tombstoned {
+            return Err(ReadError::StreamDeleted { stream: stream.to_owned() });
+        }
+        let not_found = || ReadError::StreamNotFound { stream: stream.to_owned() };
+        let last = head.last.ok_or_else(not_found)?;
+        let metadata = if stream.starts_with("$$") { None } else { self.shared.metadata(stream)? };
+        let metadata = metadata.unwrap_or_default();
+        if metadata.truncate_before.is_some_and(|tb| tb > last) {
+            return Err(not_found());
+        }
+        let first = metadata.first_readable_revision(last);
+        let limit = limit.min(READ_EVENTS_MAX) as u64;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (low, high) = match direction {
+            Direction::Forward => {
+                let low = match start {
+                    StreamStart::Start => first,
+                    StreamStart::Revision(r) => r.max(first),
+                    StreamStart::End => last + 1,
+                };
+                (low, low.saturating_add(limit - 1).min(last))
+            }
+            Direction::Backward => {
+                let high = match start {
+                    StreamStart::End => last,
+                    StreamStart::Revision(r) => r.min(last),
+                    StreamStart::Start => first,
+                };
+                (high.saturating_sub(limit - 1).max(first), high)
+            }
+        };
+        if low > high || high < first {
+            return Ok(Vec::new());
+        }
+        let mut events = self.shared.stream_events(stream, low, high)?;
+        if metadata.max_age_secs.is_some() {
+            let now_us = self.shared.clock.now_us();
+            events.retain(|e| !metadata.is_expired(e.recorded_at_us, now_us));
+        }
+        if direction == Direction::Backward {
+            events.reverse();
+        }
+        Ok(events)
+    }
+
+    /// Reads up to `limit` events of `$all` (matching `filter`, if given).
+    /// Forward reads start at the record at the position; backward reads
+    /// return the records before it.
+    pub fn read_all(
+        &self,
+        start: AllStart,
+        direction: Direction,
+        limit: usize,
+        filter: Option<&EventFilter>,
+    ) -> Result<AllSlice, ReadError> {
+        let limit = limit.min(READ_EVENTS_MAX);
+        let end = self.shared.reader.committed_end();
+        let position = match start {
+            AllStart::Start => 0,
+            AllStart::End => end,
+            AllStart::Position(p) => p,
+        };
+        let mut events = Vec::new();
+        let matches = |stream: &str, event_type: &str| filter.is_none_or(|f| f.matches(stream, event_type));
+        match direction {
+            Direction::Forward => {
+                let mut cursor = self.shared.reader.cursor(position);
+                while events.len() < limit {
+                    let Some((at, record)) = cursor.next_record()? else {
+                        return Ok(AllSlice { events, next_position: cursor.position(), is_end: true });
+                    };
+                    let view = decode_event(record.kind, record.payload)
+                        .map_err(|reason| ReadError::BadEvent { position: at, reason })?;
+                    if matches(view.stream, view.event_type) {
+                        events.push(view.to_recorded(at));
+                    }
+                }
+                Ok(AllSlice { events, next_position: cursor.position(), is_end: cursor.position() >= end })
+            }
+            Direction::Backward => {
+                let mut position = position;
+                while events.len() < limit {
+                    let Some(record) = self.shared.reader.read_before(position)? else {
+                        return Ok(AllSlice { events, next_position: 0, is_end: true });
+                    };
+                    position = record.position;
+                    let view = decode_event(record.kind, &record.payload)
+                        .map_err(|reason| ReadError::BadEvent { position, reason })?;
+                    if matches(view.stream, view.event_type) {
+                        events.push(view.to_recorded(position));
+                    }
+                }
+                Ok(AllSlice { events, next_position: position, is_end: position == 0 })
+            }
+        }
+    }
+
+    /// The event at an exact `$all` position.
+    pub fn read_event_at(&self, position: u64) -> Result<RecordedEvent, ReadError> {
+        self.shared.event_at(position)
+    }
+
+    /// The stream's metadata; default (empty) when none was set.
+    pub fn stream_metadata(&self, stream: &str) -> Result<StreamMetadata, ReadError> {
+        check_stream_name(stream).map_err(|reason| ReadError::InvalidStreamName { reason })?;
+        Ok(self.shared.metadata(stream)?.unwrap_or_default())
+    }
+
+    /// The revision of the metadata stream's last event, if any.
+    pub fn stream_metadata_revision(&self, stream: &str) -> Result<Option<u64>, ReadError> {
+        Ok(self.shared.head(&metadata_stream_of(stream))?.last)
+    }
+
+    /// The last revision of a stream and whether it is tombstoned.
+    pub fn stream_revision(&self, stream: &str) -> Result<Option<u64>, ReadError> {
+        check_stream_name(stream).map_err(|reason| ReadError::InvalidStreamName { reason })?;
+        let head = self.shared.head(stream)?;
+        if head.tombstoned {
+            return Err(ReadError::StreamDeleted { stream: stream.to_owned() });
+        }
+        Ok(head.last)
+    }
+
+    /// Subscribes to `$all`: catches up from `start`, then follows live
+    /// appends. With a filter, checkpoints are reported every
+    /// `checkpoint_interval` records scanned even when nothing matches.
+    pub fn subscribe_all(&self, start: AllStart, filter: Option<EventFilter>, checkpoint_interval: u64) -> Subscription {
+        Subscription::all(self.shared.clone(), start, filter, checkpoint_interval)
+    }
+
+    /// Subscribes to one stream, from a revision (inclusive), the start or the end.
+    pub fn subscribe_stream(&self, stream: &str, start: StreamStart) -> Result<Subscription, ReadError> {
+        check_stream_name(stream).map_err(|reason| ReadError::InvalidStreamName { reason })?;
+        Ok(Subscription::stream(self.shared.clone(), stream, start))
+    }
+
+    /// A digest of the derived state (every index entry and the log end).
+    /// A replay of the same log must give the same digest. Walks the whole
+    /// index: for tests and `stele verify`, not for hot paths.
+    pub fn state_digest(&self) -> Result<u64, ReadError> {
+        let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut mix = |word: u64| {
+            for byte in word.to_le_bytes() {
+                digest ^= u64::from(byte);
+                digest = digest.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        self.shared.index.for_each(|Entry { hash, revision, position }| {
+            mix(hash);
+            mix(revision);
+            mix(position);
+        })?;
+        mix(self.shared.visible_end());
+        Ok(digest)
+    }
+
+    /// The log's segments, for tools.
+    pub fn segments(&self) -> Vec<stele_log::SegmentInfo> {
+        self.shared.reader.segments()
+    }
+
+    /// Checks every index entry against the log: each must point at an
+    /// event of its stream hash and revision. Returns the entries checked.
+    pub fn verify_index(&self, mut progress: impl FnMut(u64)) -> Result<u64, ReadError> {
+        let mut checked = 0u64;
+        let mut failure = None;
+        self.shared.index.for_each(|entry| {
+            if failure.is_some() {
+                return;
+            }
+            match self.shared.event_at(entry.position) {
+                Ok(event) if stream_hash(&event.stream) == entry.hash && event.revision == entry.revision => {}
+                Ok(event) => {
+                    failure = Some(ReadError::IndexMismatch {
+                        stream: event.stream,
+                        revision: entry.revision,
+                        position: entry.position,
+                    })
+                }
+                Err(error) => failure = Some(error),
+            }
+            checked += 1;
+            if checked % 65_536 == 0 {
+                progress(checked);
+            }
+        })?;
+        failure.map_or(Ok(checked), Err)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer answer what is queued and exit.
+        drop(self.sender.take());
+        if let Some(thread) = self.writer.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Rebuilds the memtable and the idempotency window from the log after the
+/// index checkpoint.
+fn replay(shared: &Shared, writer: &mut Writer, from: u64) -> Result<u64, OpenError> {
+    let mut cursor = shared.reader.cursor(from);
+    let mut entries = Vec::with_capacity(4096);
+    let mut replayed = 0u64;
+    while let Some((position, record)) = cursor.next_record().map_err(ReadError::from)? {
+        let view =
+            decode_event(record.kind, record.payload).map_err(|reason| ReadError::BadEvent { position, reason })?;
+        let hash = stream_hash(view.stream);
+        entries.push(Entry { hash, revision: view.revision, position });
+        writer.remember_id(view.id, hash, view.revision, position);
+        replayed += 1;
+        if entries.len() == entries.capacity() {
+            shared.index.insert(entries.drain(..));
+        }
+    }
+    shared.index.insert(entries);
+    Ok(replayed)
+}

@@ -1,0 +1,521 @@
+//! The sequencer: the one thread that writes. It drains the request queue
+//! into a batch, validates each request against the state as the batch so
+//! far leaves it, stages the valid ones in the log, commits the batch with
+//! one write and one fdatasync, and only then applies it to the index and
+//! acknowledges. A failed request writes nothing and does not affect others
+//! in its batch.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+
+use stele_log::{LogWriter, WriteError};
+
+use crate::codec::{encode_event, stream_hash, EventFields, KIND_EVENT};
+use crate::error::AppendError;
+use crate::index::Entry;
+use crate::limits::{RECENT_EVENT_IDS_MAX, STREAM_CACHE_ENTRIES_MAX};
+use crate::metadata::StreamMetadata;
+use crate::shared::{Head, Shared};
+use crate::types::{
+    check_content_type, check_event_type, check_user_stream_name, metadata_stream_of, AppendResult,
+    CurrentRevision, ExpectedRevision, StreamAppend, Uuid, CONTENT_TYPE_JSON, EVENT_TYPE_METADATA,
+    EVENT_TYPE_TOMBSTONE, TOMBSTONE_REVISION,
+};
+
+pub(crate) enum Command {
+    Append(Vec<StreamAppend>),
+    SetMetadata { stream: String, expected: ExpectedRevision, metadata: StreamMetadata },
+    Delete { stream: String, expected: ExpectedRevision },
+    Tombstone { stream: String, expected: ExpectedRevision },
+}
+
+impl Command {
+    /// Bytes this request adds to a batch, for batch sizing.
+    pub fn size_bytes(&self) -> usize {
+        match self {
+            Command::Append(parts) => parts.iter().flat_map(|p| &p.events).map(|e| e.size_bytes() + 64).sum(),
+            _ => 256,
+        }
+    }
+}
+
+pub(crate) type Reply = Box<dyn FnOnce(Result<Vec<AppendResult>, AppendError>) + Send>;
+
+pub(crate) struct Request {
+    pub command: Command,
+    pub reply: Reply,
+}
+
+/// One event ready to encode.
+struct Planned<'a> {
+    stream: &'a str,
+    revision: u64,
+    id: Uuid,
+    event_type: &'a str,
+    content_type: &'a str,
+    data: &'a [u8],
+    metadata: &'a [u8],
+}
+
+enum Prepared {
+    /// Every part was already written with these ids: nothing to write.
+    Duplicate(Vec<AppendResult>),
+    Write(Staged),
+}
+
+/// A validated request, encoded and waiting for its positions.
+struct Staged {
+    payloads: Vec<u8>,
+    ranges: Vec<Range<usize>>,
+    /// Per event: stream hash, revision, id.
+    events: Vec<(u64, u64, Uuid)>,
+    /// Per part: its event range in `events` and its stream's new head.
+    parts: Vec<(Range<usize>, String, Head)>,
+}
+
+/// Event ids of recent appends: `id -> (stream hash, revision, position)`.
+#[derive(Default)]
+struct RecentIds {
+    map: HashMap<Uuid, (u64, u64, u64)>,
+    order: VecDeque<Uuid>,
+}
+
+impl RecentIds {
+    fn insert(&mut self, id: Uuid, value: (u64, u64, u64)) {
+        if self.map.insert(id, value).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > RECENT_EVENT_IDS_MAX {
+            let oldest = self.order.pop_front().unwrap();
+            self.map.remove(&oldest);
+        }
+    }
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    log: LogWriter,
+    /// Committed heads, a cache over the index.
+    heads: HashMap<String, Head>,
+    recent_ids: RecentIds,
+    last_stamp_us: u64,
+    memtable_entries_max: usize,
+}
+
+impl Writer {
+    pub fn new(shared: Arc<Shared>, log: LogWriter, memtable_entries_max: usize) -> Self {
+        Self { shared, log, heads: HashMap::new(), recent_ids: RecentIds::default(), last_stamp_us: 0, memtable_entries_max }
+    }
+
+    /// Replay fills the idempotency window as live appends would.
+    pub fn remember_id(&mut self, id: Uuid, hash: u64, revision: u64, position: u64) {
+        self.recent_ids.insert(id, (hash, revision, position));
+    }
+
+    pub fn run(mut self, queue: Receiver<Request>) {
+        let batch_bytes_max = self.shared.limits.batch_size_bytes_max;
+        while let Ok(first) = queue.recv() {
+            let mut size_bytes = first.command.size_bytes();
+            let mut batch = vec![first];
+            while size_bytes < batch_bytes_max {
+                match queue.try_recv() {
+                    Ok(request) => {
+                        size_bytes += request.command.size_bytes();
+                        batch.push(request);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.process(batch);
+        }
+        // The queue closed: every request was answered. Flushing the index
+        // now makes the next open skip the replay.
+        if self.log.is_poisoned().is_none() && self.shared.index.memtable_len() > 0 {
+            let _ = self.shared.index.flush(self.log.committed_end());
+        }
+    }
+
+    fn process(&mut self, batch: Vec<Request>) {
+        // Time is an input: stamped once per batch, never read while applying.
+        let stamp_us = self.shared.clock.now_us().max(self.last_stamp_us);
+        let mut overlay: HashMap<String, Head> = HashMap::new();
+        let mut waiting: Vec<(Reply, Vec<AppendResult>)> = Vec::new();
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut ids: Vec<(Uuid, (u64, u64, u64))> = Vec::new();
+        for request in batch {
+            let staged = match self.prepare(&request.command, stamp_us, &overlay) {
+                Ok(Prepared::Duplicate(results)) => {
+                    (request.reply)(Ok(results));
+                    continue;
+                }
+                Ok(Prepared::Write(staged)) => staged,
+                Err(error) => {
+                    (request.reply)(Err(error));
+                    continue;
+                }
+            };
+            let records = staged.ranges.iter().map(|r| (KIND_EVENT, &staged.payloads[r.clone()]));
+            let positions = match self.log.append_transaction(records) {
+                Ok(positions) => positions,
+                Err(error) => {
+                    (request.reply)(Err(self.write_error(error)));
+                    continue;
+                }
+            };
+            let mut results = Vec::with_capacity(staged.parts.len());
+            for (range, stream, head) in staged.parts {
+                let first = &staged.events[range.start];
+                let last = &staged.events[range.end - 1];
+                results.push(AppendResult {
+                    first_revision: first.1,
+                    last_revision: last.1,
+                    first_position: positions[range.start],
+                    last_position: positions[range.end - 1],
+                    duplicate: false,
+                });
+                overlay.insert(stream, head);
+            }
+            for (&(hash, revision, id), &position) in staged.events.iter().zip(&positions) {
+                entries.push(Entry { hash, revision, position });
+                ids.push((id, (hash, revision, position)));
+            }
+            waiting.push((request.reply, results));
+        }
+        if waiting.is_empty() {
+            return;
+        }
+        match self.log.commit() {
+            Ok(end) => {
+                self.last_stamp_us = stamp_us;
+                self.shared.index.insert(entries);
+                if self.heads.len() + overlay.len() > STREAM_CACHE_ENTRIES_MAX {
+                    self.heads.clear();
+                }
+                self.heads.extend(overlay);
+                for (id, value) in ids {
+                    self.recent_ids.insert(id, value);
+                }
+                self.shared.visible_end.store(end, Ordering::Release);
+                for (reply, results) in waiting {
+                    reply(Ok(results));
+                }
+                if self.shared.index.memtable_len() >= self.memtable_entries_max {
+                    // Tables are derived state: a failed flush loses nothing
+                    // and is retried after the next batch.
+                    let _ = self.shared.index.flush(end);
+                }
+            }
+            Err(error) => {
+                let error = self.write_error(error);
+                for (reply, _) in waiting {
+                    reply(Err(clone_error(&error)));
+                }
+            }
+        }
+    }
+
+    fn write_error(&self, error: WriteError) -> AppendError {
+        match error {
+            WriteError::NoSpace => AppendError::NoSpace,
+            WriteError::Poisoned { cause } => {
+                *self.shared.writer_stopped.lock().unwrap() = Some(cause.clone());
+                AppendError::WriterStopped { cause }
+            }
+            WriteError::TooLarge { size_bytes } => {
+                AppendError::AppendTooLarge { size_bytes, limit_bytes: self.shared.limits.append_size_bytes_max }
+            }
+        }
+    }
+
+    fn head(&mut self, stream: &str, overlay: &HashMap<String, Head>) -> Result<Head, AppendError> {
+        if let Some(head) = overlay.get(stream).or_else(|| self.heads.get(stream)) {
+            return Ok(*head);
+        }
+        let head = self.shared.head(stream)?;
+        if self.heads.len() >= STREAM_CACHE_ENTRIES_MAX {
+            self.heads.clear();
+        }
+        self.heads.insert(stream.to_owned(), head);
+        Ok(head)
+    }
+
+    /// A stream is live if it has events that a soft delete did not hide.
+    fn is_live(&self, stream: &str, head: Head) -> Result<bool, AppendError> {
+        let Some(last) = head.last else { return Ok(false) };
+        if head.tombstoned {
+            return Ok(false);
+        }
+        let truncate_before = self.shared.metadata(stream)?.and_then(|m| m.truncate_before);
+        Ok(truncate_before.is_none_or(|tb| tb <= last))
+    }
+
+    fn check_expected(&self, stream: &str, expected: ExpectedRevision, head: Head) -> Result<(), AppendError> {
+        let ok = match expected {
+            ExpectedRevision::Any => true,
+            ExpectedRevision::Exact(n) => head.last == Some(n),
+            ExpectedRevision::NoStream => head.last.is_none() || !self.is_live(stream, head)?,
+            ExpectedRevision::StreamExists => self.is_live(stream, head)?,
+        };
+        if ok {
+            return Ok(());
+        }
+        let actual = head.last.map_or(CurrentRevision::NoStream, CurrentRevision::Current);
+        Err(AppendError::WrongExpectedRevision { stream: stream.to_owned(), expected, actual })
+    }
+
+    fn prepare(&mut self, command: &Command, stamp_us: u64, overlay: &HashMap<String, Head>) -> Result<Prepared, AppendError> {
+        match command {
+            Command::Append(parts) => self.prepare_append(parts, stamp_us, overlay),
+            Command::SetMetadata { stream, expected, metadata } => {
+                check_user_stream_name(stream)
+                    .map_err(|reason| AppendError::InvalidStreamName { stream: stream.clone(), reason })?;
+                if self.head(stream, overlay)?.tombstoned {
+                    return Err(AppendError::StreamDeleted { stream: stream.clone() });
+                }
+                let metadata_stream = metadata_stream_of(stream);
+                let head = self.head(&metadata_stream, overlay)?;
+                self.check_expected(&metadata_stream, *expected, head)?;
+                let data = metadata.to_json();
+                let event = metadata_event(&metadata_stream, head.next_revision(), &data);
+                Ok(Prepared::Write(stage(vec![(metadata_stream.as_str(), vec![event])], stamp_us)))
+            }
+            Command::Delete { stream, expected } => {
+                check_user_stream_name(stream)
+                    .map_err(|reason| AppendError::InvalidStreamName { stream: stream.clone(), reason })?;
+                let head = self.head(stream, overlay)?;
+                if head.tombstoned {
+                    return Err(AppendError::StreamDeleted { stream: stream.clone() });
+                }
+                self.check_expected(stream, *expected, head)?;
+                let mut metadata = self.shared.metadata(stream)?.unwrap_or_default();
+                metadata.truncate_before = Some(head.next_revision());
+                let metadata_stream = metadata_stream_of(stream);
+                let metadata_head = self.head(&metadata_stream, overlay)?;
+                let data = metadata.to_json();
+                let event = metadata_event(&metadata_stream, metadata_head.next_revision(), &data);
+                Ok(Prepared::Write(stage(vec![(metadata_stream.as_str(), vec![event])], stamp_us)))
+            }
+            Command::Tombstone { stream, expected } => {
+                check_user_stream_name(stream)
+                    .map_err(|reason| AppendError::InvalidStreamName { stream: stream.clone(), reason })?;
+                let head = self.head(stream, overlay)?;
+                if head.tombstoned {
+                    return Err(AppendError::StreamDeleted { stream: stream.clone() });
+                }
+                self.check_expected(stream, *expected, head)?;
+                let event = Planned {
+                    stream,
+                    revision: TOMBSTONE_REVISION,
+                    id: tombstone_id(stream, head),
+                    event_type: EVENT_TYPE_TOMBSTONE,
+                    content_type: CONTENT_TYPE_JSON,
+                    data: b"{}",
+                    metadata: b"",
+                };
+                let mut staged = stage(vec![(stream.as_str(), vec![event])], stamp_us);
+                staged.parts[0].2 = Head { last: head.last, tombstoned: true };
+                Ok(Prepared::Write(staged))
+            }
+        }
+    }
+
+    fn prepare_append(
+        &mut self,
+        parts: &[StreamAppend],
+        stamp_us: u64,
+        overlay: &HashMap<String, Head>,
+    ) -> Result<Prepared, AppendError> {
+        check_shape(parts, &self.shared.limits)?;
+        let mut duplicates = Vec::new();
+        let mut planned = Vec::with_capacity(parts.len());
+        for part in parts {
+            let head = self.head(&part.stream, overlay)?;
+            if head.tombstoned {
+                return Err(AppendError::StreamDeleted { stream: part.stream.clone() });
+            }
+            if let Some(result) = self.find_duplicate(part, head)? {
+                duplicates.push((part, result));
+                continue;
+            }
+            self.check_expected(&part.stream, part.expected, head)?;
+            let first = head.next_revision();
+            let events = part
+                .events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| Planned {
+                    stream: &part.stream,
+                    revision: first + i as u64,
+                    id: e.id,
+                    event_type: &e.event_type,
+                    content_type: &e.content_type,
+                    data: &e.data,
+                    metadata: &e.metadata,
+                })
+                .collect();
+            planned.push((part.stream.as_str(), events));
+        }
+        if planned.is_empty() {
+            return Ok(Prepared::Duplicate(duplicates.into_iter().map(|(_, r)| r).collect()));
+        }
+        if let Some((part, _)) = duplicates.first() {
+            // Some parts were written before and some were not: the request
+            // is not a retry of one earlier append.
+            let head = self.head(&part.stream, overlay)?;
+            let actual = head.last.map_or(CurrentRevision::NoStream, CurrentRevision::Current);
+            return Err(AppendError::WrongExpectedRevision { stream: part.stream.clone(), expected: part.expected, actual });
+        }
+        Ok(Prepared::Write(stage(planned, stamp_us)))
+    }
+
+    /// Whether `part` repeats an append already in the log: same stream,
+    /// same ids in the same order, at a place its expectation allows.
+    fn find_duplicate(&self, part: &StreamAppend, head: Head) -> Result<Option<AppendResult>, AppendError> {
+        let count = part.events.len() as u64;
+        let hash = stream_hash(&part.stream);
+        let compatible = |first: u64| match part.expected {
+            ExpectedRevision::Any | ExpectedRevision::StreamExists => true,
+            ExpectedRevision::NoStream => first == 0,
+            ExpectedRevision::Exact(n) => n.checked_add(1) == Some(first),
+        };
+        if let Some(&(first_hash, first, first_position)) = self.recent_ids.map.get(&part.events[0].id) {
+            let mut last_position = first_position;
+            let all_match = first_hash == hash
+                && part.events.iter().enumerate().all(|(i, e)| {
+                    self.recent_ids.map.get(&e.id).is_some_and(|&(h, r, p)| {
+                        last_position = p;
+                        h == hash && r == first + i as u64
+                    })
+                });
+            if all_match && compatible(first) && self.shared.event_at(first_position)?.stream == part.stream {
+                return Ok(Some(duplicate_result(first, count, first_position, last_position)));
+            }
+        }
+        let slot = match part.expected {
+            ExpectedRevision::Exact(n) => n + 1,
+            ExpectedRevision::NoStream => 0,
+            _ => return Ok(None),
+        };
+        if head.last.is_none_or(|last| last < slot + count - 1) {
+            return Ok(None);
+        }
+        let stored = self.shared.stream_events(&part.stream, slot, slot + count - 1)?;
+        let same = stored.len() == part.events.len() && stored.iter().zip(&part.events).all(|(s, e)| s.id == e.id);
+        if !same {
+            return Ok(None);
+        }
+        Ok(Some(duplicate_result(slot, count, stored[0].position, stored[stored.len() - 1].position)))
+    }
+}
+
+fn duplicate_result(first: u64, count: u64, first_position: u64, last_position: u64) -> AppendResult {
+    AppendResult { first_revision: first, last_revision: first + count - 1, first_position, last_position, duplicate: true }
+}
+
+fn metadata_event<'a>(metadata_stream: &'a str, revision: u64, data: &'a [u8]) -> Planned<'a> {
+    Planned {
+        stream: metadata_stream,
+        revision,
+        // Deterministic, so a replay of the same commands writes the same log.
+        id: Uuid::from_u64_pair(stream_hash(metadata_stream), revision),
+        event_type: EVENT_TYPE_METADATA,
+        content_type: CONTENT_TYPE_JSON,
+        data,
+        metadata: b"",
+    }
+}
+
+fn tombstone_id(stream: &str, head: Head) -> Uuid {
+    Uuid::from_u64_pair(stream_hash(stream), head.next_revision() ^ TOMBSTONE_REVISION)
+}
+
+fn stage(parts: Vec<(&str, Vec<Planned<'_>>)>, stamp_us: u64) -> Staged {
+    let mut staged = Staged { payloads: Vec::new(), ranges: Vec::new(), events: Vec::new(), parts: Vec::new() };
+    for (stream, events) in parts {
+        let hash = stream_hash(stream);
+        let start = staged.events.len();
+        let mut last = 0;
+        for event in events {
+            let from = staged.payloads.len();
+            encode_event(
+                &mut staged.payloads,
+                &EventFields {
+                    stream: event.stream,
+                    revision: event.revision,
+                    recorded_at_us: stamp_us,
+                    id: event.id,
+                    event_type: event.event_type,
+                    content_type: event.content_type,
+                    data: event.data,
+                    metadata: event.metadata,
+                },
+            );
+            staged.ranges.push(from..staged.payloads.len());
+            staged.events.push((hash, event.revision, event.id));
+            last = event.revision;
+        }
+        let head = Head { last: Some(last), tombstoned: false };
+        staged.parts.push((start..staged.events.len(), stream.to_owned(), head));
+    }
+    staged
+}
+
+/// Validates everything about an append that needs no state.
+fn check_shape(parts: &[StreamAppend], limits: &crate::limits::Limits) -> Result<(), AppendError> {
+    if parts.is_empty() || parts.iter().any(|p| p.events.is_empty()) {
+        return Err(AppendError::EmptyAppend);
+    }
+    if parts.len() > limits.append_streams_max {
+        return Err(AppendError::TooManyStreams { count: parts.len(), limit: limits.append_streams_max });
+    }
+    let count: usize = parts.iter().map(|p| p.events.len()).sum();
+    if count > limits.append_events_max {
+        return Err(AppendError::TooManyEvents { count, limit: limits.append_events_max });
+    }
+    let mut size_bytes = 0usize;
+    for (i, part) in parts.iter().enumerate() {
+        let stream = &part.stream;
+        check_user_stream_name(stream)
+            .map_err(|reason| AppendError::InvalidStreamName { stream: stream.clone(), reason })?;
+        if parts[..i].iter().any(|p| &p.stream == stream) {
+            return Err(AppendError::DuplicateStream { stream: stream.clone() });
+        }
+        for (index, event) in part.events.iter().enumerate() {
+            check_event_type(&event.event_type).map_err(|reason| AppendError::InvalidEventType {
+                stream: stream.clone(),
+                event_type: event.event_type.clone(),
+                reason,
+            })?;
+            check_content_type(&event.content_type).map_err(|reason| AppendError::InvalidContentType {
+                stream: stream.clone(),
+                content_type: event.content_type.clone(),
+                reason,
+            })?;
+            let event_bytes = event.size_bytes();
+            if event_bytes > limits.event_size_bytes_max {
+                return Err(AppendError::EventTooLarge {
+                    stream: stream.clone(),
+                    index,
+                    size_bytes: event_bytes,
+                    limit_bytes: limits.event_size_bytes_max,
+                });
+            }
+            size_bytes += event_bytes;
+        }
+    }
+    if size_bytes > limits.append_size_bytes_max {
+        return Err(AppendError::AppendTooLarge { size_bytes, limit_bytes: limits.append_size_bytes_max });
+    }
+    Ok(())
+}
+
+fn clone_error(error: &AppendError) -> AppendError {
+    match error {
+        AppendError::NoSpace => AppendError::NoSpace,
+        AppendError::WriterStopped { cause } => AppendError::WriterStopped { cause: cause.clone() },
+        other => AppendError::WriterStopped { cause: other.to_string() },
+    }
+}
