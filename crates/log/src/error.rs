@@ -17,7 +17,9 @@ pub enum OpenError {
     SegmentGap { path: PathBuf, expected: u64, found: u64 },
     #[error("corruption in {path} at file offset {offset} (log position {position}): {reason}; valid records follow it, so this is not a torn write")]
     Corruption { path: PathBuf, offset: u64, position: u64, reason: FrameError },
-    #[error("the index covers the log up to position {covered}, but the log ends at {end}: the log lost acknowledged data")]
+    #[error(
+        "the index covers the log up to position {covered}, but the log ends at {end}: the log lost acknowledged data"
+    )]
     LogBehindIndex { covered: u64, end: u64 },
 }
 
@@ -40,7 +42,9 @@ pub enum ReadError {
 pub enum WriteError {
     #[error("the log writer stopped after an earlier I/O failure ({cause}); restart to recover")]
     Poisoned { cause: String },
-    #[error("no space left on device; nothing from this batch was written, appends will work again once space is freed")]
+    #[error(
+        "no space left on device; nothing from this batch was written, appends will work again once space is freed"
+    )]
     NoSpace,
     #[error("transaction of {size_bytes} bytes exceeds the record limit")]
     TooLarge { size_bytes: usize },

@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{OpenError, ReadError, WriteError};
 use crate::format::{
-    self, decode_record, decode_segment_header, encode_record, encode_segment_header, peek_record_length,
-    FrameError, RecordRef, FLAG_COMMIT_END, FLAG_TRANSACTION_END, RECORD_OVERHEAD, RECORD_SIZE_BYTES_MAX,
-    SEGMENT_HEADER_SIZE,
+    self, decode_record, decode_segment_header, encode_record, encode_segment_header, peek_record_length, FrameError,
+    RecordRef, FLAG_COMMIT_END, FLAG_TRANSACTION_END, RECORD_OVERHEAD, RECORD_SIZE_BYTES_MAX, SEGMENT_HEADER_SIZE,
 };
 use crate::storage::{parse_segment_name, segment_path, Storage, StorageFile};
 
@@ -535,7 +534,8 @@ pub fn open(
             let reason = format::SegmentHeaderError::BadMagic;
             return Err(OpenError::BadSegmentHeader { path, reason });
         }
-        let found = decode_segment_header(&header).map_err(|reason| OpenError::BadSegmentHeader { path: path.clone(), reason })?;
+        let found = decode_segment_header(&header)
+            .map_err(|reason| OpenError::BadSegmentHeader { path: path.clone(), reason })?;
         if found != base {
             return Err(OpenError::SegmentNameMismatch { path, named: base, found });
         }

@@ -58,6 +58,8 @@ pub enum AppendError {
     InvalidContentType { stream: String, content_type: String, reason: NameError },
     #[error("an append must contain at least one event")]
     EmptyAppend,
+    #[error("these event ids were already appended to stream '{stream}' at revision {revision}; a retry must repeat the original expected revision")]
+    DuplicateEventIds { stream: String, revision: u64 },
     #[error("stream '{stream}' appears twice in one multi-stream append")]
     DuplicateStream { stream: String },
     #[error("event {index} of stream '{stream}' is {size_bytes} bytes; the limit is {limit_bytes}")]

@@ -119,7 +119,10 @@ impl Index {
                     storage.remove_file(&table.path).map_err(io_error(&table.path))?;
                 }
                 Some(last) if table.covers_start != last.covers_end => {
-                    let reason = format!("covers log from {} but the previous table ends at {}", table.covers_start, last.covers_end);
+                    let reason = format!(
+                        "covers log from {} but the previous table ends at {}",
+                        table.covers_start, last.covers_end
+                    );
                     return Err(IndexError::Corrupt { path: table.path.clone(), reason });
                 }
                 _ => kept.push(table),
@@ -195,7 +198,9 @@ impl Index {
             memtable
                 .streams
                 .iter()
-                .flat_map(|(&hash, list)| list.iter().map(move |&(revision, position)| Entry { hash, revision, position }))
+                .flat_map(|(&hash, list)| {
+                    list.iter().map(move |&(revision, position)| Entry { hash, revision, position })
+                })
                 .collect()
         };
         entries.sort_unstable();
@@ -297,12 +302,7 @@ impl Table {
         let Some(block) = self.summary.partition_point(|&key| key <= (hash, u64::MAX)).checked_sub(1) else {
             return Ok(None);
         };
-        Ok(self
-            .read_block(block)?
-            .into_iter()
-            .filter(|e| e.hash == hash)
-            .map(|e| (e.revision, e.position))
-            .max())
+        Ok(self.read_block(block)?.into_iter().filter(|e| e.hash == hash).map(|e| (e.revision, e.position)).max())
     }
 }
 

@@ -29,6 +29,6 @@ pub use filter::EventFilter;
 pub use limits::Limits;
 pub use metadata::StreamMetadata;
 pub use stele_log::{DiskStorage, Fault, FaultyStorage, Storage};
-pub use store::{AllSlice, OpenReport, Store, StoreConfig};
+pub use store::{AllSlice, LogCheck, OpenReport, Store, StoreConfig};
 pub use subscription::{Subscription, SubscriptionMessage};
 pub use types::*;

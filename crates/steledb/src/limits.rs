@@ -58,9 +58,7 @@ impl Default for Limits {
 const _: () = assert!(EVENT_SIZE_BYTES_MAX <= APPEND_SIZE_BYTES_MAX);
 // One event is one log record: it must fit the log's frame limit with room
 // for its header and name fields.
-const _: () = assert!(
-    EVENT_SIZE_BYTES_MAX + STREAM_NAME_BYTES_MAX + 1024 < stele_log::format::RECORD_SIZE_BYTES_MAX
-);
+const _: () = assert!(EVENT_SIZE_BYTES_MAX + STREAM_NAME_BYTES_MAX + 1024 < stele_log::format::RECORD_SIZE_BYTES_MAX);
 const _: () = assert!(STREAM_NAME_BYTES_MAX < u16::MAX as usize);
 const _: () = assert!(EVENT_TYPE_BYTES_MAX < u16::MAX as usize);
 const _: () = assert!(CONTENT_TYPE_BYTES_MAX < u8::MAX as usize);

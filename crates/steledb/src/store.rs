@@ -70,6 +70,15 @@ pub struct AllSlice {
     pub is_end: bool,
 }
 
+/// What [`Store::verify_log`] found.
+#[derive(Debug, Clone, Default)]
+pub struct LogCheck {
+    pub segments: usize,
+    pub records: u64,
+    /// Damaged segments and what is wrong.
+    pub problems: Vec<(PathBuf, String)>,
+}
+
 /// The embedded event store. Share it between threads with an `Arc`;
 /// dropping it finishes queued appends, flushes the index and closes.
 pub struct Store {
@@ -364,7 +373,12 @@ impl Store {
     /// Subscribes to `$all`: catches up from `start`, then follows live
     /// appends. With a filter, checkpoints are reported every
     /// `checkpoint_interval` records scanned even when nothing matches.
-    pub fn subscribe_all(&self, start: AllStart, filter: Option<EventFilter>, checkpoint_interval: u64) -> Subscription {
+    pub fn subscribe_all(
+        &self,
+        start: AllStart,
+        filter: Option<EventFilter>,
+        checkpoint_interval: u64,
+    ) -> Subscription {
         Subscription::all(self.shared.clone(), start, filter, checkpoint_interval)
     }
 
@@ -397,6 +411,38 @@ impl Store {
     /// The log's segments, for tools.
     pub fn segments(&self) -> Vec<stele_log::SegmentInfo> {
         self.shared.reader.segments()
+    }
+
+    /// Reads every record of every segment, checking its checksum and
+    /// decoding its event. Damage ends the scan of that segment only, so one
+    /// run reports every damaged segment. Calls `progress` with bytes scanned.
+    pub fn verify_log(&self, mut progress: impl FnMut(u64)) -> LogCheck {
+        let mut check = LogCheck::default();
+        let reader = &self.shared.reader;
+        let mut scanned_before = 0;
+        for segment in reader.segments() {
+            let mut decode_failure = None;
+            let scan = stele_log::scan_segment(reader, &segment, |position, record| {
+                if decode_failure.is_none() {
+                    if let Err(reason) = decode_event(record.kind, record.payload) {
+                        decode_failure = Some(ReadError::BadEvent { position, reason });
+                    }
+                }
+                check.records += 1;
+                if check.records % 65_536 == 0 {
+                    progress(scanned_before + position - segment.base_position);
+                }
+            });
+            if let Err(error) = scan {
+                check.problems.push((segment.path.clone(), error.to_string()));
+            } else if let Some(error) = decode_failure {
+                check.problems.push((segment.path.clone(), error.to_string()));
+            }
+            scanned_before += segment.end_position - segment.base_position;
+            check.segments += 1;
+        }
+        progress(scanned_before);
+        check
     }
 
     /// Checks every index entry against the log: each must point at an

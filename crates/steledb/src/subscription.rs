@@ -25,9 +25,13 @@ use crate::types::{AllStart, RecordedEvent, StreamStart, TOMBSTONE_REVISION};
 pub enum SubscriptionMessage {
     Event(RecordedEvent),
     /// The subscription reached the end of the log for the first time.
-    CaughtUp { position: u64 },
+    CaughtUp {
+        position: u64,
+    },
     /// A filtered subscription has scanned up to here (exclusive).
-    Checkpoint { position: u64 },
+    Checkpoint {
+        position: u64,
+    },
 }
 
 /// Records examined per step before control returns to the caller.
@@ -50,7 +54,12 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    pub(crate) fn all(shared: Arc<Shared>, start: AllStart, filter: Option<EventFilter>, checkpoint_interval: u64) -> Self {
+    pub(crate) fn all(
+        shared: Arc<Shared>,
+        start: AllStart,
+        filter: Option<EventFilter>,
+        checkpoint_interval: u64,
+    ) -> Self {
         let position = match start {
             AllStart::Start => 0,
             AllStart::End => shared.reader.committed_end(),
@@ -109,7 +118,11 @@ impl Subscription {
     /// Reads some records into `pending`. Returns false at the end of the log.
     fn step(&mut self) -> Result<bool, ReadError> {
         if let Target::Stream { name, next_revision, catch_up_until: Some(boundary) } = &mut self.target {
-            let events = self.shared.stream_events(name, *next_revision, next_revision.saturating_add(STEP_RECORDS_MAX as u64 - 1))?;
+            let events = self.shared.stream_events(
+                name,
+                *next_revision,
+                next_revision.saturating_add(STEP_RECORDS_MAX as u64 - 1),
+            )?;
             let below: Vec<_> = events.into_iter().filter(|e| e.position < *boundary).collect();
             if below.is_empty() {
                 self.target_catch_up_done();
@@ -125,8 +138,8 @@ impl Subscription {
         for _ in 0..STEP_RECORDS_MAX {
             let Some((position, record)) = self.cursor.next_record()? else { break };
             progressed = true;
-            let view = decode_event(record.kind, record.payload)
-                .map_err(|reason| ReadError::BadEvent { position, reason })?;
+            let view =
+                decode_event(record.kind, record.payload).map_err(|reason| ReadError::BadEvent { position, reason })?;
             match &mut self.target {
                 Target::All { filter, checkpoint_interval } => {
                     if filter.as_ref().is_none_or(|f| f.matches(view.stream, view.event_type)) {

@@ -20,9 +20,9 @@ use crate::limits::{RECENT_EVENT_IDS_MAX, STREAM_CACHE_ENTRIES_MAX};
 use crate::metadata::StreamMetadata;
 use crate::shared::{Head, Shared};
 use crate::types::{
-    check_content_type, check_event_type, check_user_stream_name, metadata_stream_of, AppendResult,
-    CurrentRevision, ExpectedRevision, StreamAppend, Uuid, CONTENT_TYPE_JSON, EVENT_TYPE_METADATA,
-    EVENT_TYPE_TOMBSTONE, TOMBSTONE_REVISION,
+    check_content_type, check_event_type, check_user_stream_name, metadata_stream_of, AppendResult, CurrentRevision,
+    ExpectedRevision, StreamAppend, Uuid, CONTENT_TYPE_JSON, EVENT_TYPE_METADATA, EVENT_TYPE_TOMBSTONE,
+    TOMBSTONE_REVISION,
 };
 
 pub(crate) enum Command {
@@ -107,7 +107,14 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub fn new(shared: Arc<Shared>, log: LogWriter, memtable_entries_max: usize) -> Self {
-        Self { shared, log, heads: HashMap::new(), recent_ids: RecentIds::default(), last_stamp_us: 0, memtable_entries_max }
+        Self {
+            shared,
+            log,
+            heads: HashMap::new(),
+            recent_ids: RecentIds::default(),
+            last_stamp_us: 0,
+            memtable_entries_max,
+        }
     }
 
     /// Replay fills the idempotency window as live appends would.
@@ -266,7 +273,12 @@ impl Writer {
         Err(AppendError::WrongExpectedRevision { stream: stream.to_owned(), expected, actual })
     }
 
-    fn prepare(&mut self, command: &Command, stamp_us: u64, overlay: &HashMap<String, Head>) -> Result<Prepared, AppendError> {
+    fn prepare(
+        &mut self,
+        command: &Command,
+        stamp_us: u64,
+        overlay: &HashMap<String, Head>,
+    ) -> Result<Prepared, AppendError> {
         match command {
             Command::Append(parts) => self.prepare_append(parts, stamp_us, overlay),
             Command::SetMetadata { stream, expected, metadata } => {
@@ -366,7 +378,11 @@ impl Writer {
             // is not a retry of one earlier append.
             let head = self.head(&part.stream, overlay)?;
             let actual = head.last.map_or(CurrentRevision::NoStream, CurrentRevision::Current);
-            return Err(AppendError::WrongExpectedRevision { stream: part.stream.clone(), expected: part.expected, actual });
+            return Err(AppendError::WrongExpectedRevision {
+                stream: part.stream.clone(),
+                expected: part.expected,
+                actual,
+            });
         }
         Ok(Prepared::Write(stage(planned, stamp_us)))
     }
@@ -390,7 +406,10 @@ impl Writer {
                         h == hash && r == first + i as u64
                     })
                 });
-            if all_match && compatible(first) && self.shared.event_at(first_position)?.stream == part.stream {
+            if all_match && self.shared.event_at(first_position)?.stream == part.stream {
+                if !compatible(first) {
+                    return Err(AppendError::DuplicateEventIds { stream: part.stream.clone(), revision: first });
+                }
                 return Ok(Some(duplicate_result(first, count, first_position, last_position)));
             }
         }
@@ -412,7 +431,13 @@ impl Writer {
 }
 
 fn duplicate_result(first: u64, count: u64, first_position: u64, last_position: u64) -> AppendResult {
-    AppendResult { first_revision: first, last_revision: first + count - 1, first_position, last_position, duplicate: true }
+    AppendResult {
+        first_revision: first,
+        last_revision: first + count - 1,
+        first_position,
+        last_position,
+        duplicate: true,
+    }
 }
 
 fn metadata_event<'a>(metadata_stream: &'a str, revision: u64, data: &'a [u8]) -> Planned<'a> {

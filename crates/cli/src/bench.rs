@@ -1,0 +1,324 @@
+//! `stele bench`: the embedded engine under a chosen workload.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use steledb::{AllStart, Direction, ExpectedRevision, NewEvent, Store, StoreConfig, StreamStart, Uuid};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    /// Writers append batches of events to their own streams.
+    Append,
+    /// Read one stream of `--stream-events` events from the start, repeatedly.
+    ReadStream,
+    /// Read `$all` from the start to the end.
+    ReadAll,
+    /// Open the store in `--data-dir` (filling it first if it is empty) and
+    /// report the open time and resident memory.
+    Open,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[arg(long, value_enum, default_value_t = Workload::Append)]
+    workload: Workload,
+    /// Concurrent writer threads (append workload).
+    #[arg(long, default_value_t = 1)]
+    writers: usize,
+    #[arg(long, default_value_t = 1)]
+    events_per_append: usize,
+    /// Bytes of data per event.
+    #[arg(long, default_value_t = 200)]
+    event_bytes: usize,
+    /// Total events to append (or to prepare for the read workloads).
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// Events in the stream read by the read-stream workload.
+    #[arg(long, default_value_t = 1000)]
+    stream_events: u64,
+    /// Reads of the stream in the read-stream workload.
+    #[arg(long, default_value_t = 2000)]
+    reads: u64,
+    /// Where the store lives. Default: a fresh directory under the system
+    /// temporary directory, removed afterwards.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Report {
+    workload: &'static str,
+    events: u64,
+    elapsed: Duration,
+    latencies_ns: Vec<u64>,
+    bytes_written: u64,
+    extra: Vec<(&'static str, serde_json::Value)>,
+}
+
+pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
+    if args.writers == 0 || args.events_per_append == 0 || args.events == 0 {
+        return Err("--writers, --events-per-append and --events must be at least 1".into());
+    }
+    let (dir, temporary) = match &args.data_dir {
+        Some(dir) => (dir.clone(), false),
+        None => (std::env::temp_dir().join(format!("stele-bench-{}", std::process::id())), true),
+    };
+    let result = match args.workload {
+        Workload::Append => bench_append(args, &dir),
+        Workload::ReadStream => bench_read_stream(args, &dir),
+        Workload::ReadAll => bench_read_all(args, &dir),
+        Workload::Open => bench_open(args, &dir),
+    };
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    print_report(&result?, args);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open(dir: &PathBuf) -> Result<Store, String> {
+    Store::open_with(StoreConfig::new(dir)).map_err(|e| format!("opening {}: {e}", dir.display()))
+}
+
+fn event(bytes: usize) -> NewEvent {
+    // JSON-shaped payload of the requested size.
+    let mut data = Vec::with_capacity(bytes);
+    data.extend_from_slice(b"{\"pad\":\"");
+    data.resize(bytes.saturating_sub(2).max(data.len()), b'x');
+    data.extend_from_slice(b"\"}");
+    data.truncate(bytes.max(1));
+    NewEvent::json(Uuid::new_v4(), "BenchEvent", data)
+}
+
+fn bench_append(args: &BenchArgs, dir: &PathBuf) -> Result<Report, String> {
+    let store = Arc::new(open(dir)?);
+    let start_position = store.end_position();
+    let appends_total = args.events.div_ceil(args.events_per_append as u64);
+    let per_writer = appends_total.div_ceil(args.writers as u64);
+    let started = Instant::now();
+    let threads: Vec<_> = (0..args.writers)
+        .map(|writer| {
+            let store = store.clone();
+            let (count, size) = (args.events_per_append, args.event_bytes);
+            let stream = format!("bench-{}-{writer}", std::process::id());
+            std::thread::spawn(move || -> Result<Vec<u64>, String> {
+                let mut latencies = Vec::with_capacity(per_writer as usize);
+                for _ in 0..per_writer {
+                    let events: Vec<NewEvent> = (0..count).map(|_| event(size)).collect();
+                    let begun = Instant::now();
+                    store.append(&stream, ExpectedRevision::Any, events).map_err(|e| e.to_string())?;
+                    latencies.push(begun.elapsed().as_nanos() as u64);
+                }
+                Ok(latencies)
+            })
+        })
+        .collect();
+    let mut latencies_ns = Vec::new();
+    for thread in threads {
+        latencies_ns.extend(thread.join().map_err(|_| "a writer thread panicked")??);
+    }
+    let elapsed = started.elapsed();
+    let events = latencies_ns.len() as u64 * args.events_per_append as u64;
+    Ok(Report {
+        workload: "append",
+        events,
+        elapsed,
+        latencies_ns,
+        bytes_written: store.end_position() - start_position,
+        extra: vec![
+            ("writers", args.writers.into()),
+            ("events_per_append", args.events_per_append.into()),
+            ("event_bytes", args.event_bytes.into()),
+        ],
+    })
+}
+
+/// Appends `count` events to `stream` in batches of 1000.
+fn fill(store: &Store, stream: &str, count: u64, event_bytes: usize) -> Result<(), String> {
+    let mut left = count;
+    while left > 0 {
+        let n = left.min(1000);
+        let events = (0..n).map(|_| event(event_bytes)).collect();
+        store.append(stream, ExpectedRevision::Any, events).map_err(|e| e.to_string())?;
+        left -= n;
+    }
+    Ok(())
+}
+
+fn bench_read_stream(args: &BenchArgs, dir: &PathBuf) -> Result<Report, String> {
+    let store = open(dir)?;
+    let stream = "bench-read-stream";
+    let have = store.stream_revision(stream).map_err(|e| e.to_string())?.map_or(0, |r| r + 1);
+    if have < args.stream_events {
+        fill(&store, stream, args.stream_events - have, args.event_bytes)?;
+    }
+    let mut latencies_ns = Vec::with_capacity(args.reads as usize);
+    let mut events = 0;
+    let started = Instant::now();
+    for _ in 0..args.reads {
+        let begun = Instant::now();
+        let read = store
+            .read_stream(stream, StreamStart::Start, Direction::Forward, args.stream_events as usize)
+            .map_err(|e| e.to_string())?;
+        latencies_ns.push(begun.elapsed().as_nanos() as u64);
+        assert_eq!(read.len() as u64, args.stream_events);
+        events += read.len() as u64;
+    }
+    Ok(Report {
+        workload: "read-stream",
+        events,
+        elapsed: started.elapsed(),
+        latencies_ns,
+        bytes_written: 0,
+        extra: vec![("stream_events", args.stream_events.into())],
+    })
+}
+
+fn bench_read_all(args: &BenchArgs, dir: &PathBuf) -> Result<Report, String> {
+    let store = open(dir)?;
+    let have = count_all(&store)?;
+    if have < args.events {
+        fill_many(&store, args.events - have, args.event_bytes)?;
+    }
+    // Page size as a client would use; latency is per page.
+    const PAGE: usize = 4096;
+    let mut latencies_ns = Vec::new();
+    let mut events = 0u64;
+    let mut position = AllStart::Start;
+    let started = Instant::now();
+    loop {
+        let begun = Instant::now();
+        let slice = store.read_all(position, Direction::Forward, PAGE, None).map_err(|e| e.to_string())?;
+        latencies_ns.push(begun.elapsed().as_nanos() as u64);
+        events += slice.events.len() as u64;
+        position = AllStart::Position(slice.next_position);
+        if slice.is_end {
+            break;
+        }
+    }
+    Ok(Report {
+        workload: "read-all",
+        events,
+        elapsed: started.elapsed(),
+        latencies_ns,
+        bytes_written: 0,
+        extra: vec![("page_events", PAGE.into())],
+    })
+}
+
+fn count_all(store: &Store) -> Result<u64, String> {
+    if store.end_position() == 0 {
+        return Ok(0);
+    }
+    let mut count = 0;
+    let mut position = AllStart::Start;
+    loop {
+        let slice = store.read_all(position, Direction::Forward, 65_536, None).map_err(|e| e.to_string())?;
+        count += slice.events.len() as u64;
+        position = AllStart::Position(slice.next_position);
+        if slice.is_end {
+            return Ok(count);
+        }
+    }
+}
+
+/// Fills with many streams of 100 events each, as a busy store would hold.
+fn fill_many(store: &Store, count: u64, event_bytes: usize) -> Result<(), String> {
+    let mut written = 0u64;
+    let mut stream = 0u64;
+    while written < count {
+        let n = (count - written).min(100);
+        let events = (0..n).map(|_| event(event_bytes)).collect();
+        store.append(&format!("fill-{stream}"), ExpectedRevision::Any, events).map_err(|e| e.to_string())?;
+        written += n;
+        stream += 1;
+    }
+    Ok(())
+}
+
+fn bench_open(args: &BenchArgs, dir: &PathBuf) -> Result<Report, String> {
+    {
+        let store = open(dir)?;
+        let have = if store.end_position() == 0 { 0 } else { args.events };
+        if have < args.events {
+            fill_many(&store, args.events, args.event_bytes)?;
+        }
+    }
+    let started = Instant::now();
+    let store = open(dir)?;
+    let elapsed = started.elapsed();
+    let report = store.open_report().clone();
+    Ok(Report {
+        workload: "open",
+        events: 0,
+        elapsed,
+        latencies_ns: vec![elapsed.as_nanos() as u64],
+        bytes_written: 0,
+        extra: vec![
+            ("open_ms", (elapsed.as_secs_f64() * 1000.0).into()),
+            ("replayed_events", report.replayed_events.into()),
+            ("log_bytes", store.end_position().into()),
+            ("resident_memory_peak_kib", peak_rss_kib().into()),
+        ],
+    })
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`).
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile_us(sorted_ns: &[u64], fraction: f64) -> f64 {
+    if sorted_ns.is_empty() {
+        return 0.0;
+    }
+    let at = ((sorted_ns.len() as f64 * fraction).ceil() as usize).clamp(1, sorted_ns.len()) - 1;
+    sorted_ns[at] as f64 / 1000.0
+}
+
+fn print_report(report: &Report, args: &BenchArgs) {
+    let mut sorted = report.latencies_ns.clone();
+    sorted.sort_unstable();
+    let seconds = report.elapsed.as_secs_f64();
+    let events_per_sec = if seconds > 0.0 { report.events as f64 / seconds } else { 0.0 };
+    let bytes_per_event = if report.events > 0 { report.bytes_written as f64 / report.events as f64 } else { 0.0 };
+    let (p50, p99, p999) = (percentile_us(&sorted, 0.50), percentile_us(&sorted, 0.99), percentile_us(&sorted, 0.999));
+    if args.json {
+        let mut object = serde_json::json!({
+            "workload": report.workload,
+            "events": report.events,
+            "seconds": seconds,
+            "events_per_sec": events_per_sec.round(),
+            "latency_us_p50": p50,
+            "latency_us_p99": p99,
+            "latency_us_p999": p999,
+            "bytes_written_per_event": bytes_per_event,
+        });
+        for (key, value) in &report.extra {
+            object[*key] = value.clone();
+        }
+        println!("{object}");
+    } else {
+        println!("workload            {}", report.workload);
+        for (key, value) in &report.extra {
+            println!("{key:<20}{value}");
+        }
+        println!("events              {}", report.events);
+        println!("seconds             {seconds:.3}");
+        println!("events/s            {events_per_sec:.0}");
+        println!("latency p50         {p50:.1} us");
+        println!("latency p99         {p99:.1} us");
+        println!("latency p99.9       {p999:.1} us");
+        println!("bytes written/event {bytes_per_event:.1}");
+    }
+}

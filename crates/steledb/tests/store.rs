@@ -1,0 +1,501 @@
+//! Behaviour of the embedded store through its public API, on real files.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use steledb::*;
+
+fn config(dir: &std::path::Path) -> StoreConfig {
+    StoreConfig { segment_size_bytes: 64 * 1024, index_memtable_entries_max: 64, ..StoreConfig::new(dir) }
+}
+
+fn event(event_type: &str, data: &str) -> NewEvent {
+    NewEvent::json(Uuid::new_v4(), event_type, data.as_bytes().to_vec())
+}
+
+fn events(n: usize) -> Vec<NewEvent> {
+    (0..n).map(|i| event("Counted", &format!("{{\"i\":{i}}}"))).collect()
+}
+
+fn read_all_events(store: &Store) -> Vec<RecordedEvent> {
+    store.read_all(AllStart::Start, Direction::Forward, usize::MAX, None).unwrap().events
+}
+
+#[test]
+fn append_then_read_returns_every_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000_000));
+    let store = Store::open_with(StoreConfig { clock: clock.clone(), ..config(dir.path()) }).unwrap();
+    let first = event("OrderPlaced", r#"{"total":42}"#).with_metadata(br#"{"by":"ann"}"#.to_vec());
+    let binary = NewEvent::binary(Uuid::new_v4(), "Blob", vec![0u8, 255, 7]);
+    let result = store.append("order-1", ExpectedRevision::NoStream, vec![first.clone(), binary.clone()]).unwrap();
+    assert_eq!((result.first_revision, result.last_revision, result.duplicate), (0, 1, false));
+    assert!(result.first_position < result.last_position);
+
+    let read = store.read_stream("order-1", StreamStart::Start, Direction::Forward, 10).unwrap();
+    assert_eq!(read.len(), 2);
+    assert_eq!(read[0].id, first.id);
+    assert_eq!(read[0].stream, "order-1");
+    assert_eq!(read[0].revision, 0);
+    assert_eq!(read[0].position, result.first_position);
+    assert_eq!(read[0].event_type, "OrderPlaced");
+    assert_eq!(read[0].content_type, CONTENT_TYPE_JSON);
+    assert_eq!(read[0].data, first.data);
+    assert_eq!(read[0].metadata, first.metadata);
+    assert_eq!(read[0].recorded_at_us, 1_700_000_000_000_000);
+    assert_eq!(read[1].content_type, CONTENT_TYPE_BINARY);
+    assert_eq!(read[1].data, binary.data);
+    assert_eq!(store.read_event_at(result.last_position).unwrap(), read[1]);
+}
+
+#[test]
+fn stream_reads_forward_backward_and_from_revisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(config(dir.path())).unwrap();
+    for _ in 0..10 {
+        store.append("s", ExpectedRevision::Any, events(10)).unwrap();
+        store.append("other", ExpectedRevision::Any, events(3)).unwrap();
+    }
+    let revisions = |events: Vec<RecordedEvent>| events.iter().map(|e| e.revision).collect::<Vec<_>>();
+    let forward = store.read_stream("s", StreamStart::Start, Direction::Forward, 1000).unwrap();
+    assert_eq!(revisions(forward), (0..100).collect::<Vec<_>>());
+    let page = store.read_stream("s", StreamStart::Revision(95), Direction::Forward, 3).unwrap();
+    assert_eq!(revisions(page), vec![95, 96, 97]);
+    let backward = store.read_stream("s", StreamStart::End, Direction::Backward, 4).unwrap();
+    assert_eq!(revisions(backward), vec![99, 98, 97, 96]);
+    let backward = store.read_stream("s", StreamStart::Revision(2), Direction::Backward, 10).unwrap();
+    assert_eq!(revisions(backward), vec![2, 1, 0]);
+    assert!(store.read_stream("s", StreamStart::End, Direction::Forward, 10).unwrap().is_empty());
+    assert!(store.read_stream("s", StreamStart::Revision(500), Direction::Forward, 10).unwrap().is_empty());
+    assert!(matches!(
+        store.read_stream("missing", StreamStart::Start, Direction::Forward, 10),
+        Err(ReadError::StreamNotFound { stream }) if stream == "missing"
+    ));
+}
+
+#[test]
+fn every_expected_revision_option_is_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(config(dir.path())).unwrap();
+    let wrong = |result: Result<AppendResult, AppendError>, expected, actual| match result {
+        Err(AppendError::WrongExpectedRevision { stream, expected: e, actual: a }) => {
+            assert_eq!((stream.as_str(), e, a), ("acct", expected, actual));
+        }
+        other => panic!("expected a wrong-expected-revision error, got {other:?}"),
+    };
+    wrong(
+        store.append("acct", ExpectedRevision::StreamExists, events(1)),
+        ExpectedRevision::StreamExists,
+        CurrentRevision::NoStream,
+    );
+    wrong(
+        store.append("acct", ExpectedRevision::Exact(0), events(1)),
+        ExpectedRevision::Exact(0),
+        CurrentRevision::NoStream,
+    );
+    assert_eq!(store.end_position(), 0, "a rejected append writes nothing");
+    store.append("acct", ExpectedRevision::NoStream, events(2)).unwrap();
+    wrong(
+        store.append("acct", ExpectedRevision::NoStream, events(1)),
+        ExpectedRevision::NoStream,
+        CurrentRevision::Current(1),
+    );
+    wrong(
+        store.append("acct", ExpectedRevision::Exact(0), events(1)),
+        ExpectedRevision::Exact(0),
+        CurrentRevision::Current(1),
+    );
+    assert_eq!(store.append("acct", ExpectedRevision::Exact(1), events(1)).unwrap().last_revision, 2);
+    assert_eq!(store.append("acct", ExpectedRevision::StreamExists, events(1)).unwrap().last_revision, 3);
+    assert_eq!(store.append("acct", ExpectedRevision::Any, events(1)).unwrap().last_revision, 4);
+}
+
+#[test]
+fn retried_appends_are_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(config(dir.path())).unwrap();
+    let batch = events(3);
+    let original = store.append("idem", ExpectedRevision::NoStream, batch.clone()).unwrap();
+    let end = store.end_position();
+    let retry = store.append("idem", ExpectedRevision::NoStream, batch.clone()).unwrap();
+    assert!(retry.duplicate);
+    assert_eq!((retry.first_revision, retry.last_revision), (original.first_revision, original.last_revision));
+    assert_eq!((retry.first_position, retry.last_position), (original.first_position, original.last_position));
+    assert_eq!(store.end_position(), end, "a duplicate writes nothing");
+
+    let any_retry = store.append("idem", ExpectedRevision::Any, batch.clone()).unwrap();
+    assert!(any_retry.duplicate);
+    let next = store.append("idem", ExpectedRevision::Exact(2), events(1)).unwrap();
+    // The same ids at a different place are not a retry.
+    assert_eq!(next.last_revision, 3);
+    let end = store.end_position();
+    match store.append("idem", ExpectedRevision::Exact(3), batch.clone()) {
+        Err(AppendError::DuplicateEventIds { stream, revision }) => {
+            assert_eq!((stream.as_str(), revision), ("idem", 0))
+        }
+        other => panic!("the same ids at another place must be refused, got {other:?}"),
+    }
+    assert_eq!(store.end_position(), end);
+
+    // After a reopen the exact-slot check still recognises the retry.
+    drop(store);
+    let store = Store::open_with(config(dir.path())).unwrap();
+    let retry = store.append("idem", ExpectedRevision::NoStream, batch).unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.first_position, original.first_position);
+}
+
+#[test]
+fn multi_stream_append_is_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(config(dir.path())).unwrap();
+    let sign_up = |user: &str, email: &str| {
+        store.append_multi(vec![
+            StreamAppend::new(format!("email-{email}"), ExpectedRevision::NoStream, vec![event("EmailReserved", "{}")]),
+            StreamAppend::new(format!("user-{user}"), ExpectedRevision::NoStream, vec![event("UserRegistered", "{}")]),
+        ])
+    };
+    let results = sign_up("1", "a@example.com").unwrap();
+    assert_eq!(results.len(), 2);
+    assert!(results[0].last_position < results[1].first_position);
+    let end = store.end_position();
+    match sign_up("2", "a@example.com") {
+        Err(AppendError::WrongExpectedRevision { stream, .. }) => assert_eq!(stream, "email-a@example.com"),
+        other => panic!("the second sign-up must fail, got {other:?}"),
+    }
+    assert_eq!(store.end_position(), end);
+    assert!(matches!(
+        store.read_stream("user-2", StreamStart::Start, Direction::Forward, 1),
+        Err(ReadError::StreamNotFound { .. })
+    ));
+    assert!(matches!(
+        store.append_multi(vec![
+            StreamAppend::new("dup", ExpectedRevision::Any, events(1)),
+            StreamAppend::new("dup", ExpectedRevision::Any, events(1)),
+        ]),
+        Err(AppendError::DuplicateStream { .. })
+    ));
+}
+
+#[test]
+fn all_reads_in_both_directions_with_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(config(dir.path())).unwrap();
+    for i in 0..30 {
+        let stream = if i % 3 == 0 { format!("order-{i}") } else { format!("user-{i}") };
+        let kind = if i % 2 == 0 { "Created" } else { "Updated" };
+        store.append(&stream, ExpectedRevision::Any, vec![event(kind, "{}")]).unwrap();
+    }
+    let all = read_all_events(&store);
+    assert_eq!(all.len(), 30);
+    assert!(all.windows(2).all(|w| w[0].position < w[1].position));
+
+    let backward = store.read_all(AllStart::End, Direction::Backward, 100, None).unwrap();
+    let mut reversed = backward.events.clone();
+    reversed.reverse();
+    assert_eq!(reversed, all);
+    assert!(backward.is_end);
+
+    let page = store.read_all(AllStart::Start, Direction::Forward, 7, None).unwrap();
+    assert_eq!(page.events, all[..7]);
+    let rest = store.read_all(AllStart::Position(page.next_position), Direction::Forward, 100, None).unwrap();
+    assert_eq!(rest.events, all[7..]);
+    let before = store.read_all(AllStart::Position(all[10].position), Direction::Backward, 3, None).unwrap();
+    assert_eq!(
+        before.events.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![all[9].position, all[8].position, all[7].position]
+    );
+
+    let orders = EventFilter::StreamPrefix(vec!["order-".into()]);
+    let slice = store.read_all(AllStart::Start, Direction::Forward, 100, Some(&orders)).unwrap();
+    assert_eq!(slice.events.len(), 10);
+    assert!(slice.events.iter().all(|e| e.stream.starts_with("order-")));
+    let created = EventFilter::EventTypePrefix(vec!["Creat".into()]);
+    assert_eq!(store.read_all(AllStart::Start, Direction::Forward, 100, Some(&created)).unwrap().events.len(), 15);
+    let regex = EventFilter::stream_regex(r"^user-\d*5$").unwrap();
+    let matched = store.read_all(AllStart::Start, Direction::Forward, 100, Some(&regex)).unwrap().events;
+    assert_eq!(matched.iter().map(|e| e.stream.as_str()).collect::<Vec<_>>(), vec!["user-5", "user-25"]);
+    assert!(EventFilter::stream_regex("(").is_err());
+}
+
+#[test]
+fn metadata_limits_what_is_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000_000));
+    let store = Store::open_with(StoreConfig { clock: clock.clone(), ..config(dir.path()) }).unwrap();
+    store.append("meta", ExpectedRevision::Any, events(10)).unwrap();
+    let custom = StreamMetadata::from_json(br#"{"$maxCount":3,"owner":"billing"}"#).unwrap();
+    store.set_stream_metadata("meta", ExpectedRevision::NoStream, custom.clone()).unwrap();
+    assert_eq!(store.stream_metadata("meta").unwrap(), custom);
+    let read = store.read_stream("meta", StreamStart::Start, Direction::Forward, 100).unwrap();
+    assert_eq!(read.iter().map(|e| e.revision).collect::<Vec<_>>(), vec![7, 8, 9]);
+    // The metadata stream itself is readable, with KurrentDB's naming.
+    let raw = store.read_stream("$$meta", StreamStart::Start, Direction::Forward, 10).unwrap();
+    assert_eq!(raw.len(), 1);
+    assert_eq!(raw[0].event_type, EVENT_TYPE_METADATA);
+    assert!(matches!(
+        store.set_stream_metadata("meta", ExpectedRevision::NoStream, custom),
+        Err(AppendError::WrongExpectedRevision { .. })
+    ));
+
+    let truncate = StreamMetadata { truncate_before: Some(8), ..Default::default() };
+    store.set_stream_metadata("meta", ExpectedRevision::Exact(0), truncate).unwrap();
+    let read = store.read_stream("meta", StreamStart::Start, Direction::Forward, 100).unwrap();
+    assert_eq!(read.iter().map(|e| e.revision).collect::<Vec<_>>(), vec![8, 9]);
+
+    store.append("aging", ExpectedRevision::Any, events(2)).unwrap();
+    clock.advance_us(10_000_000);
+    store.append("aging", ExpectedRevision::Any, events(1)).unwrap();
+    let max_age = StreamMetadata { max_age_secs: Some(5), ..Default::default() };
+    store.set_stream_metadata("aging", ExpectedRevision::Any, max_age).unwrap();
+    let read = store.read_stream("aging", StreamStart::Start, Direction::Forward, 100).unwrap();
+    assert_eq!(read.iter().map(|e| e.revision).collect::<Vec<_>>(), vec![2]);
+}
+
+#[test]
+fn soft_delete_hides_and_recreation_continues_revisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(config(dir.path())).unwrap();
+    store.append("cart", ExpectedRevision::NoStream, events(3)).unwrap();
+    store.delete_stream("cart", ExpectedRevision::Exact(2)).unwrap();
+    assert!(matches!(
+        store.read_stream("cart", StreamStart::Start, Direction::Forward, 10),
+        Err(ReadError::StreamNotFound { .. })
+    ));
+    let again = store.append("cart", ExpectedRevision::NoStream, events(2)).unwrap();
+    assert_eq!((again.first_revision, again.last_revision), (3, 4));
+    let read = store.read_stream("cart", StreamStart::Start, Direction::Forward, 10).unwrap();
+    assert_eq!(read.iter().map(|e| e.revision).collect::<Vec<_>>(), vec![3, 4]);
+    drop(store);
+    let store = Store::open_with(config(dir.path())).unwrap();
+    assert_eq!(store.read_stream("cart", StreamStart::Start, Direction::Forward, 10).unwrap().len(), 2);
+}
+
+#[test]
+fn tombstone_is_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(config(dir.path())).unwrap();
+    store.append("gone", ExpectedRevision::NoStream, events(2)).unwrap();
+    assert!(matches!(
+        store.tombstone_stream("gone", ExpectedRevision::Exact(5)),
+        Err(AppendError::WrongExpectedRevision { .. })
+    ));
+    store.tombstone_stream("gone", ExpectedRevision::Exact(1)).unwrap();
+    for _ in 0..2 {
+        assert!(matches!(
+            store.read_stream("gone", StreamStart::Start, Direction::Forward, 10),
+            Err(ReadError::StreamDeleted { .. })
+        ));
+        assert!(matches!(
+            store.append("gone", ExpectedRevision::Any, events(1)),
+            Err(AppendError::StreamDeleted { .. })
+        ));
+        assert!(matches!(store.delete_stream("gone", ExpectedRevision::Any), Err(AppendError::StreamDeleted { .. })));
+    }
+    drop(store);
+    let store = Store::open_with(config(dir.path())).unwrap();
+    assert!(matches!(
+        store.append("gone", ExpectedRevision::NoStream, events(1)),
+        Err(AppendError::StreamDeleted { .. })
+    ));
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        event_size_bytes_max: 1000,
+        append_size_bytes_max: 2500,
+        append_streams_max: 2,
+        append_events_max: 5,
+        ..Limits::default()
+    };
+    let store = Store::open_with(StoreConfig { limits, ..config(dir.path()) }).unwrap();
+    store.append("ok", ExpectedRevision::Any, events(1)).unwrap();
+    let end = store.end_position();
+    let big = |n| NewEvent::binary(Uuid::new_v4(), "Big", vec![1u8; n]);
+    let name_error = |stream: &str| match store.append(stream, ExpectedRevision::Any, events(1)) {
+        Err(AppendError::InvalidStreamName { reason, .. }) => reason,
+        other => panic!("{stream:?} must be refused, got {other:?}"),
+    };
+    assert_eq!(name_error(""), NameError::Empty);
+    assert_eq!(name_error("$system"), NameError::Reserved);
+    assert_eq!(name_error("a\u{0}b"), NameError::ControlCharacter);
+    assert!(matches!(name_error(&"x".repeat(600)), NameError::TooLong { .. }));
+    assert_eq!(stream_name_from_bytes(&[0x66, 0xff]), Err(NameError::InvalidUtf8));
+    assert!(matches!(store.append("ok", ExpectedRevision::Any, vec![]), Err(AppendError::EmptyAppend)));
+    assert!(matches!(store.append_multi(vec![]), Err(AppendError::EmptyAppend)));
+    assert!(matches!(
+        store.append("ok", ExpectedRevision::Any, vec![event("", "{}")]),
+        Err(AppendError::InvalidEventType { reason: NameError::Empty, .. })
+    ));
+    match store.append("ok", ExpectedRevision::Any, vec![big(10), big(2000)]) {
+        Err(AppendError::EventTooLarge { index, limit_bytes, .. }) => assert_eq!((index, limit_bytes), (1, 1000)),
+        other => panic!("expected EventTooLarge, got {other:?}"),
+    }
+    assert!(matches!(
+        store.append("ok", ExpectedRevision::Any, vec![big(900), big(900), big(900)]),
+        Err(AppendError::AppendTooLarge { limit_bytes: 2500, .. })
+    ));
+    assert!(matches!(store.append("ok", ExpectedRevision::Any, events(6)), Err(AppendError::TooManyEvents { .. })));
+    let three: Vec<_> = (0..3).map(|i| StreamAppend::new(format!("s{i}"), ExpectedRevision::Any, events(1))).collect();
+    assert!(matches!(store.append_multi(three), Err(AppendError::TooManyStreams { count: 3, limit: 2 })));
+    assert!(matches!(
+        store.read_stream("", StreamStart::Start, Direction::Forward, 1),
+        Err(ReadError::InvalidStreamName { .. })
+    ));
+    assert_eq!(store.end_position(), end);
+    assert_eq!(read_all_events(&store).len(), 1);
+}
+
+#[test]
+fn a_second_process_cannot_open_the_same_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = Store::open_with(config(dir.path())).unwrap();
+    assert!(matches!(Store::open_with(config(dir.path())), Err(OpenError::Locked { .. })));
+}
+
+#[test]
+fn reopen_uses_the_index_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |dir| StoreConfig { segment_size_bytes: 16 * 1024, ..config(dir) };
+    let store = Store::open_with(config(dir.path())).unwrap();
+    for i in 0..50 {
+        store.append(&format!("s-{}", i % 7), ExpectedRevision::Any, events(10)).unwrap();
+    }
+    let digest = store.state_digest().unwrap();
+    drop(store);
+    let store = Store::open_with(config(dir.path())).unwrap();
+    // A clean close flushes the memtable: nothing is left to replay.
+    assert_eq!(store.open_report().replayed_events, 0);
+    assert_eq!(store.open_report().index_checkpoint, store.end_position());
+    assert_eq!(store.state_digest().unwrap(), digest);
+    let read = store.read_stream("s-3", StreamStart::Start, Direction::Forward, 1000).unwrap();
+    assert_eq!(read.len(), 70);
+    assert!(read.iter().enumerate().all(|(i, e)| e.revision == i as u64));
+    assert!(store.verify_index(|_| {}).unwrap() >= 500);
+    let check = store.verify_log(|_| {});
+    assert!(check.problems.is_empty() && check.records >= 500 && check.segments > 1, "{check:?}");
+}
+
+#[test]
+fn all_subscription_catches_up_then_follows_live_without_gap_or_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open_with(config(dir.path())).unwrap());
+    for _ in 0..20 {
+        store.append("before", ExpectedRevision::Any, events(5)).unwrap();
+    }
+    let mut subscription = store.subscribe_all(AllStart::Start, None, 100);
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for _ in 0..50 {
+                store.append("during", ExpectedRevision::Any, events(2)).unwrap();
+            }
+        })
+    };
+    let mut seen = Vec::new();
+    let mut caught_up = 0;
+    while seen.len() < 200 {
+        match subscription.next_timeout(Duration::from_secs(10)).unwrap() {
+            Some(SubscriptionMessage::Event(event)) => seen.push(event),
+            Some(SubscriptionMessage::CaughtUp { .. }) => caught_up += 1,
+            Some(SubscriptionMessage::Checkpoint { .. }) => panic!("no checkpoints without a filter"),
+            None => panic!("subscription stalled at {} events", seen.len()),
+        }
+    }
+    writer.join().unwrap();
+    assert!(caught_up <= 1);
+    assert_eq!(seen, read_all_events(&store));
+    assert_eq!(
+        subscription.next_timeout(Duration::from_millis(50)).unwrap().map(|_| ()),
+        if caught_up == 0 { Some(()) } else { None }
+    );
+}
+
+#[test]
+fn stream_subscription_switches_from_index_to_log_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open_with(config(dir.path())).unwrap());
+    for _ in 0..10 {
+        store.append("watched", ExpectedRevision::Any, events(3)).unwrap();
+        store.append("noise", ExpectedRevision::Any, events(3)).unwrap();
+    }
+    let mut subscription = store.subscribe_stream("watched", StreamStart::Revision(5)).unwrap();
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for _ in 0..10 {
+                store.append("watched", ExpectedRevision::Any, events(1)).unwrap();
+                store.append("noise", ExpectedRevision::Any, events(1)).unwrap();
+            }
+        })
+    };
+    let mut revisions = Vec::new();
+    while revisions.len() < 35 {
+        match subscription.next_timeout(Duration::from_secs(10)).unwrap() {
+            Some(SubscriptionMessage::Event(event)) => {
+                assert_eq!(event.stream, "watched");
+                revisions.push(event.revision);
+            }
+            Some(_) => {}
+            None => panic!("stalled after {revisions:?}"),
+        }
+    }
+    writer.join().unwrap();
+    assert_eq!(revisions, (5..40).collect::<Vec<_>>());
+}
+
+#[test]
+fn filtered_subscription_reports_checkpoints_through_quiet_stretches() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(config(dir.path())).unwrap();
+    for _ in 0..25 {
+        store.append("noise", ExpectedRevision::Any, events(10)).unwrap();
+    }
+    store.append("wanted-1", ExpectedRevision::Any, events(1)).unwrap();
+    let filter = EventFilter::StreamPrefix(vec!["wanted-".into()]);
+    let mut subscription = store.subscribe_all(AllStart::Start, Some(filter), 100);
+    let mut checkpoints = Vec::new();
+    let mut matched = Vec::new();
+    loop {
+        match subscription.next_timeout(Duration::from_secs(5)).unwrap() {
+            Some(SubscriptionMessage::Checkpoint { position }) => checkpoints.push(position),
+            Some(SubscriptionMessage::Event(event)) => matched.push(event.stream),
+            Some(SubscriptionMessage::CaughtUp { .. }) => break,
+            None => panic!("no caught-up"),
+        }
+    }
+    assert_eq!(matched, vec!["wanted-1"]);
+    assert!(checkpoints.len() >= 2, "{checkpoints:?}");
+    assert!(checkpoints.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[test]
+fn a_failed_fsync_stops_the_writer_but_not_the_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FaultyStorage::new();
+    let store = Store::open_with(StoreConfig { storage: Arc::new(storage.clone()), ..config(dir.path()) }).unwrap();
+    store.append("s", ExpectedRevision::Any, events(2)).unwrap();
+    storage.arm(Fault::SyncError);
+    assert!(matches!(store.append("s", ExpectedRevision::Any, events(1)), Err(AppendError::WriterStopped { .. })));
+    assert!(store.writer_stopped().is_some());
+    assert!(matches!(store.append("t", ExpectedRevision::Any, events(1)), Err(AppendError::WriterStopped { .. })));
+    assert_eq!(store.read_stream("s", StreamStart::Start, Direction::Forward, 10).unwrap().len(), 2);
+}
+
+#[test]
+fn a_full_disk_refuses_appends_until_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FaultyStorage::new();
+    let store = Store::open_with(StoreConfig { storage: Arc::new(storage.clone()), ..config(dir.path()) }).unwrap();
+    store.append("s", ExpectedRevision::Any, events(2)).unwrap();
+    storage.arm(Fault::NoSpace);
+    assert!(matches!(store.append("s", ExpectedRevision::Exact(1), events(1)), Err(AppendError::NoSpace)));
+    assert_eq!(store.read_stream("s", StreamStart::Start, Direction::Forward, 10).unwrap().len(), 2);
+    storage.clear();
+    assert_eq!(store.append("s", ExpectedRevision::Exact(1), events(1)).unwrap().last_revision, 2);
+    drop(store);
+    let store = Store::open_with(config(dir.path())).unwrap();
+    assert_eq!(store.read_stream("s", StreamStart::Start, Direction::Forward, 10).unwrap().len(), 3);
+}
