@@ -89,7 +89,10 @@ impl History {
             let ids = attempt.parts.iter().flat_map(|(_, ids)| ids);
             let present = ids.clone().filter(|id| located.contains_key(id)).count();
             let total = ids.count();
-            assert!(present == 0 || present == total, "batch {batch} is partially visible: {present} of {total} events");
+            assert!(
+                present == 0 || present == total,
+                "batch {batch} is partially visible: {present} of {total} events"
+            );
             if attempt.rejected {
                 assert_eq!(present, 0, "rejected batch {batch} was written");
             }

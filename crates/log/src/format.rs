@@ -55,9 +55,7 @@ const FLAGS_KNOWN: u8 = FLAG_TRANSACTION_END | FLAG_COMMIT_END;
 pub const RECORD_SIZE_BYTES_MAX: usize = 256 * 1024 * 1024;
 
 const _: () = assert!(RECORD_SIZE_BYTES_MAX < u32::MAX as usize);
-// `is_multiple_of` needs Rust 1.87; the workspace's rust-version is 1.85.
-#[allow(clippy::manual_is_multiple_of)]
-const _: () = assert!(SEGMENT_HEADER_SIZE as usize % 8 == 0);
+const _: () = assert!(SEGMENT_HEADER_SIZE.is_multiple_of(8));
 
 pub fn encode_segment_header(base_position: u64) -> [u8; SEGMENT_HEADER_SIZE as usize] {
     let mut header = [0u8; SEGMENT_HEADER_SIZE as usize];

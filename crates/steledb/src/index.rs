@@ -343,7 +343,7 @@ fn write_table(
         if let Some(entry) = entry {
             assert!(previous.is_none_or(|p| p <= entry), "index entries must arrive sorted");
             previous = Some(entry);
-            if count % BLOCK_ENTRIES as u64 == 0 {
+            if count.is_multiple_of(BLOCK_ENTRIES as u64) {
                 summary.push((entry.hash, entry.revision));
             }
             entry.encode(&mut buffer);
@@ -406,7 +406,7 @@ fn load_table(storage: &dyn Storage, path: PathBuf) -> Result<Table, IndexError>
             if previous.is_some_and(|p| p > entry) {
                 return Err(corrupt(format!("entry {index} is out of order")));
             }
-            if index % BLOCK_ENTRIES as u64 == 0 {
+            if index.is_multiple_of(BLOCK_ENTRIES as u64) {
                 table.summary.push((entry.hash, entry.revision));
             }
             previous = Some(entry);

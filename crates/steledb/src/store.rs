@@ -429,7 +429,7 @@ impl Store {
                     }
                 }
                 check.records += 1;
-                if check.records % 65_536 == 0 {
+                if check.records.is_multiple_of(65_536) {
                     progress(scanned_before + position - segment.base_position);
                 }
             });
@@ -466,7 +466,7 @@ impl Store {
                 Err(error) => failure = Some(error),
             }
             checked += 1;
-            if checked % 65_536 == 0 {
+            if checked.is_multiple_of(65_536) {
                 progress(checked);
             }
         })?;
