@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use steledb::{AllStart, Direction, ExpectedRevision, NewEvent, Store, StoreConfig, StreamStart, Uuid};
+use steledb::{AllStart, Direction, ExpectedRevision, NewEvent, Store, StoreConfig, StreamAppend, StreamStart, Uuid};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Workload {
@@ -30,6 +30,9 @@ pub struct BenchArgs {
     writers: usize,
     #[arg(long, default_value_t = 1)]
     events_per_append: usize,
+    /// Appends each writer keeps in flight (1: wait for each before the next).
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
     /// Bytes of data per event.
     #[arg(long, default_value_t = 200)]
     event_bytes: usize,
@@ -85,14 +88,14 @@ fn open(dir: &PathBuf) -> Result<Store, String> {
     Store::open_with(StoreConfig::new(dir)).map_err(|e| format!("opening {}: {e}", dir.display()))
 }
 
-fn event(bytes: usize) -> NewEvent {
+fn event(id: Uuid, bytes: usize) -> NewEvent {
     // JSON-shaped payload of the requested size.
     let mut data = Vec::with_capacity(bytes);
     data.extend_from_slice(b"{\"pad\":\"");
     data.resize(bytes.saturating_sub(2).max(data.len()), b'x');
     data.extend_from_slice(b"\"}");
     data.truncate(bytes.max(1));
-    NewEvent::json(Uuid::new_v4(), "BenchEvent", data)
+    NewEvent::json(id, "BenchEvent", data)
 }
 
 fn bench_append(args: &BenchArgs, dir: &PathBuf) -> Result<Report, String> {
@@ -104,18 +107,9 @@ fn bench_append(args: &BenchArgs, dir: &PathBuf) -> Result<Report, String> {
     let threads: Vec<_> = (0..args.writers)
         .map(|writer| {
             let store = store.clone();
-            let (count, size) = (args.events_per_append, args.event_bytes);
+            let (count, size, pipeline) = (args.events_per_append, args.event_bytes, args.pipeline.max(1));
             let stream = format!("bench-{}-{writer}", std::process::id());
-            std::thread::spawn(move || -> Result<Vec<u64>, String> {
-                let mut latencies = Vec::with_capacity(per_writer as usize);
-                for _ in 0..per_writer {
-                    let events: Vec<NewEvent> = (0..count).map(|_| event(size)).collect();
-                    let begun = Instant::now();
-                    store.append(&stream, ExpectedRevision::Any, events).map_err(|e| e.to_string())?;
-                    latencies.push(begun.elapsed().as_nanos() as u64);
-                }
-                Ok(latencies)
-            })
+            std::thread::spawn(move || append_loop(&store, &stream, writer as u64, per_writer, count, size, pipeline))
         })
         .collect();
     let mut latencies_ns = Vec::new();
@@ -134,8 +128,64 @@ fn bench_append(args: &BenchArgs, dir: &PathBuf) -> Result<Report, String> {
             ("writers", args.writers.into()),
             ("events_per_append", args.events_per_append.into()),
             ("event_bytes", args.event_bytes.into()),
+            ("pipeline", args.pipeline.into()),
         ],
     })
+}
+
+/// One writer: `appends` appends of `count` events, at most `pipeline` in
+/// flight. Returns each append's latency.
+fn append_loop(
+    store: &Store,
+    stream: &str,
+    writer: u64,
+    appends: u64,
+    count: usize,
+    size: usize,
+    pipeline: usize,
+) -> Result<Vec<u64>, String> {
+    let mut ids = IdSource::new(writer);
+    let mut latencies = Vec::with_capacity(appends as usize);
+    let (done_sender, done) = std::sync::mpsc::channel::<Result<u64, String>>();
+    let mut in_flight = 0;
+    for _ in 0..appends {
+        if in_flight == pipeline {
+            latencies.push(done.recv().map_err(|e| e.to_string())??);
+            in_flight -= 1;
+        }
+        let events: Vec<NewEvent> = (0..count).map(|_| event(ids.next(), size)).collect();
+        let begun = Instant::now();
+        let sender = done_sender.clone();
+        store.append_with(vec![StreamAppend::new(stream, ExpectedRevision::Any, events)], move |result| {
+            let _ = sender.send(result.map(|_| begun.elapsed().as_nanos() as u64).map_err(|e| e.to_string()));
+        });
+        in_flight += 1;
+    }
+    for _ in 0..in_flight {
+        latencies.push(done.recv().map_err(|e| e.to_string())??);
+    }
+    Ok(latencies)
+}
+
+/// Random-looking version-4 UUIDs without a system call each: a client
+/// generating ids this way is realistic, and getrandom per event would
+/// otherwise dominate the client side of the measurement.
+struct IdSource(u64);
+
+impl IdSource {
+    fn new(salt: u64) -> Self {
+        Self(Uuid::new_v4().as_u64_pair().0 ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+    fn next(&mut self) -> Uuid {
+        let mut word = || {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        };
+        let (high, low) = (word(), word());
+        uuid::Builder::from_random_bytes(((u128::from(high) << 64) | u128::from(low)).to_le_bytes()).into_uuid()
+    }
 }
 
 /// Appends `count` events to `stream` in batches of 1000.
@@ -143,7 +193,7 @@ fn fill(store: &Store, stream: &str, count: u64, event_bytes: usize) -> Result<(
     let mut left = count;
     while left > 0 {
         let n = left.min(1000);
-        let events = (0..n).map(|_| event(event_bytes)).collect();
+        let events = (0..n).map(|_| event(Uuid::new_v4(), event_bytes)).collect();
         store.append(stream, ExpectedRevision::Any, events).map_err(|e| e.to_string())?;
         left -= n;
     }
@@ -233,7 +283,7 @@ fn fill_many(store: &Store, count: u64, event_bytes: usize) -> Result<(), String
     let mut stream = 0u64;
     while written < count {
         let n = (count - written).min(100);
-        let events = (0..n).map(|_| event(event_bytes)).collect();
+        let events = (0..n).map(|_| event(Uuid::new_v4(), event_bytes)).collect();
         store.append(&format!("fill-{stream}"), ExpectedRevision::Any, events).map_err(|e| e.to_string())?;
         written += n;
         stream += 1;

@@ -13,14 +13,17 @@ pub enum OpenError {
     BadSegmentHeader { path: PathBuf, reason: SegmentHeaderError },
     #[error("segment {path} says it starts at position {found}, its name says {named}")]
     SegmentNameMismatch { path: PathBuf, named: u64, found: u64 },
-    #[error("segments are not contiguous: {path} starts at {found}, the previous one ends at {expected}")]
-    SegmentGap { path: PathBuf, expected: u64, found: u64 },
+    /// Both segments are named: a segment cut short (or grown) shows up
+    /// here, as a gap before the segment that follows it.
+    #[error("segments are not contiguous: {previous} ends at position {expected}, but the next segment {path} starts at {found}")]
+    SegmentGap { path: PathBuf, previous: PathBuf, expected: u64, found: u64 },
     #[error("corruption in {path} at file offset {offset} (log position {position}): {reason}; valid records follow it, so this is not a torn write")]
     Corruption { path: PathBuf, offset: u64, position: u64, reason: FrameError },
+    /// `path` is the last segment, where the log now ends.
     #[error(
-        "the index covers the log up to position {covered}, but the log ends at {end}: the log lost acknowledged data"
+        "the index covers the log up to position {covered}, but the log ends at {end} in {path}: the log lost acknowledged data"
     )]
-    LogBehindIndex { covered: u64, end: u64 },
+    LogBehindIndex { covered: u64, end: u64, path: PathBuf },
 }
 
 /// Reading a record failed. A record is never returned unless its checksum

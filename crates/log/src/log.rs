@@ -542,7 +542,8 @@ pub fn open(
         if let Some(previous) = segments.last() {
             let expected = previous.base + data_lengths.last().copied().unwrap_or(0);
             if base != expected {
-                return Err(OpenError::SegmentGap { path, expected, found: base });
+                let previous = previous.path.clone();
+                return Err(OpenError::SegmentGap { path, previous, expected, found: base });
             }
         }
         data_lengths.push(file_len - SEGMENT_HEADER_SIZE);
@@ -558,7 +559,7 @@ pub fn open(
     let last_data_len = *data_lengths.last().unwrap();
     let file_end = last.base + last_data_len;
     if scan_from > file_end {
-        return Err(OpenError::LogBehindIndex { covered: scan_from, end: file_end });
+        return Err(OpenError::LogBehindIndex { covered: scan_from, end: file_end, path: last.path.clone() });
     }
     let scanned_from = scan_from.max(last.base);
     let tail = scan_tail(&last, scanned_from, file_end)?;

@@ -842,7 +842,7 @@ fn scan_from_past_the_end_is_log_behind_index() {
     }
     let end = model.end();
     match open(Arc::new(DiskStorage), dir.path(), SMALL, end + 1) {
-        Err(OpenError::LogBehindIndex { covered, end: e }) => {
+        Err(OpenError::LogBehindIndex { covered, end: e, .. }) => {
             assert_eq!((covered, e), (end + 1, end))
         }
         Ok(_) => panic!("open must fail when the index is ahead of the log"),

@@ -23,13 +23,13 @@
 //!             sorted by (hash, revision, position)
 //! ```
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use stele_log::{Storage, StorageFile};
 
 use crate::error::IndexError;
+use crate::fast_hash::FastMap;
 
 const TABLE_MAGIC: [u8; 8] = *b"STELEIDX";
 const TABLE_FORMAT_VERSION: u16 = 1;
@@ -64,7 +64,7 @@ impl Entry {
 
 #[derive(Debug, Default)]
 struct Memtable {
-    streams: HashMap<u64, Vec<(u64, u64)>>,
+    streams: FastMap<u64, Vec<(u64, u64)>>,
     count: usize,
 }
 

@@ -13,6 +13,7 @@
 mod clock;
 pub mod codec;
 mod error;
+mod fast_hash;
 mod filter;
 mod index;
 pub mod limits;

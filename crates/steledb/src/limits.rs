@@ -23,10 +23,10 @@ pub const QUEUE_REQUESTS_MAX: usize = 8192;
 pub const BATCH_SIZE_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Events a single read returns at most, whatever limit the caller asks for.
 pub const READ_EVENTS_MAX: usize = 1_000_000;
-/// Event ids remembered for idempotent `Any`/`StreamExists` appends. Appends
-/// with an exact or no-stream expectation are checked against the stream
-/// itself, without this window.
-pub const RECENT_EVENT_IDS_MAX: usize = 262_144;
+/// Appends remembered (by their first event id) for idempotent retries with
+/// `Any`/`StreamExists`. Retries with an exact or no-stream expectation are
+/// checked against the stream itself, without this window.
+pub const RECENT_APPENDS_MAX: usize = 262_144;
 /// Stream heads cached by the writer before the cache is cleared.
 pub const STREAM_CACHE_ENTRIES_MAX: usize = 262_144;
 

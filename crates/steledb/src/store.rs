@@ -21,7 +21,7 @@ use crate::shared::Shared;
 use crate::subscription::Subscription;
 use crate::types::{
     check_stream_name, metadata_stream_of, AllStart, AppendResult, Direction, ExpectedRevision, NewEvent,
-    RecordedEvent, StreamAppend, StreamStart,
+    RecordedEvent, StreamAppend, StreamStart, Uuid,
 };
 use crate::writer::{Command, Reply, Request, Writer};
 
@@ -171,7 +171,7 @@ impl Store {
         parts: Vec<StreamAppend>,
         reply: impl FnOnce(Result<Vec<AppendResult>, AppendError>) + Send + 'static,
     ) {
-        self.submit(Command::Append(parts), Box::new(reply));
+        self.submit(Command::Append(parts), Box::new(move |result, _command| reply(result)));
     }
 
     /// Sets a stream's metadata (an event in `$$stream`); `expected` is
@@ -201,11 +201,12 @@ impl Store {
         let (sender, receiver) = sync_channel(1);
         self.submit(
             command,
-            Box::new(move |result| {
-                let _ = sender.send(result);
+            Box::new(move |result, command| {
+                let _ = sender.send((result, command));
             }),
         );
-        receiver.recv().unwrap_or_else(|_| Err(self.stopped_error()))
+        // The command comes back to be dropped here, off the writer thread.
+        receiver.recv().map_or_else(|_| Err(self.stopped_error()), |(result, _command)| result)
     }
 
     fn submit(&self, command: Command, reply: Reply) {
@@ -213,9 +214,10 @@ impl Store {
         match sender.try_send(Request { command, reply }) {
             Ok(()) => {}
             Err(TrySendError::Full(request)) => {
-                (request.reply)(Err(AppendError::Overloaded { capacity: self.shared.limits.queue_requests_max }))
+                let capacity = self.shared.limits.queue_requests_max;
+                request.answer(Err(AppendError::Overloaded { capacity }))
             }
-            Err(TrySendError::Disconnected(request)) => (request.reply)(Err(self.stopped_error())),
+            Err(TrySendError::Disconnected(request)) => request.answer(Err(self.stopped_error())),
         }
     }
 
@@ -490,12 +492,29 @@ fn replay(shared: &Shared, writer: &mut Writer, from: u64) -> Result<u64, OpenEr
     let mut cursor = shared.reader.cursor(from);
     let mut entries = Vec::with_capacity(4096);
     let mut replayed = 0u64;
+    // The append being rebuilt: first id, stream hash, first revision, count.
+    let mut group: Option<(Uuid, u64, u64, u64)> = None;
     while let Some((position, record)) = cursor.next_record().map_err(ReadError::from)? {
         let view =
             decode_event(record.kind, record.payload).map_err(|reason| ReadError::BadEvent { position, reason })?;
         let hash = stream_hash(view.stream);
         entries.push(Entry { hash, revision: view.revision, position });
-        writer.remember_id(view.id, hash, view.revision, position);
+        group = match group {
+            Some((id, group_hash, first, count)) if group_hash == hash && first + count == view.revision => {
+                Some((id, hash, first, count + 1))
+            }
+            finished => {
+                if let Some((id, group_hash, first, count)) = finished {
+                    writer.recent_appends().insert(id, (group_hash, first, count));
+                }
+                Some((view.id, hash, view.revision, 1))
+            }
+        };
+        if record.is_transaction_end() {
+            if let Some((id, group_hash, first, count)) = group.take() {
+                writer.recent_appends().insert(id, (group_hash, first, count));
+            }
+        }
         replayed += 1;
         if entries.len() == entries.capacity() {
             shared.index.insert(entries.drain(..));

@@ -5,7 +5,7 @@
 //! acknowledges. A failed request writes nothing and does not affect others
 //! in its batch.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
@@ -15,8 +15,10 @@ use stele_log::{LogWriter, WriteError};
 
 use crate::codec::{encode_event, stream_hash, EventFields, KIND_EVENT};
 use crate::error::AppendError;
+use crate::fast_hash::FastMap;
 use crate::index::Entry;
-use crate::limits::{RECENT_EVENT_IDS_MAX, STREAM_CACHE_ENTRIES_MAX};
+use crate::types::RecordedEvent;
+use crate::limits::{RECENT_APPENDS_MAX, STREAM_CACHE_ENTRIES_MAX};
 use crate::metadata::StreamMetadata;
 use crate::shared::{Head, Shared};
 use crate::types::{
@@ -42,11 +44,19 @@ impl Command {
     }
 }
 
-pub(crate) type Reply = Box<dyn FnOnce(Result<Vec<AppendResult>, AppendError>) + Send>;
+/// Called with the outcome and the command itself, so that the command's
+/// allocations can be freed by the caller's thread instead of the writer's.
+pub(crate) type Reply = Box<dyn FnOnce(Result<Vec<AppendResult>, AppendError>, Command) + Send>;
 
 pub(crate) struct Request {
     pub command: Command,
     pub reply: Reply,
+}
+
+impl Request {
+    pub fn answer(self, result: Result<Vec<AppendResult>, AppendError>) {
+        (self.reply)(result, self.command)
+    }
 }
 
 /// One event ready to encode.
@@ -76,19 +86,21 @@ struct Staged {
     parts: Vec<(Range<usize>, String, Head)>,
 }
 
-/// Event ids of recent appends: `id -> (stream hash, revision, position)`.
+/// Recent appends by the id of their first event:
+/// `first id -> (stream hash, first revision, event count)`. One entry per
+/// append, not per event, so large appends cost one map operation.
 #[derive(Default)]
-struct RecentIds {
-    map: HashMap<Uuid, (u64, u64, u64)>,
+pub(crate) struct RecentAppends {
+    map: FastMap<Uuid, (u64, u64, u64)>,
     order: VecDeque<Uuid>,
 }
 
-impl RecentIds {
-    fn insert(&mut self, id: Uuid, value: (u64, u64, u64)) {
-        if self.map.insert(id, value).is_none() {
-            self.order.push_back(id);
+impl RecentAppends {
+    pub fn insert(&mut self, first_id: Uuid, value: (u64, u64, u64)) {
+        if self.map.insert(first_id, value).is_none() {
+            self.order.push_back(first_id);
         }
-        while self.order.len() > RECENT_EVENT_IDS_MAX {
+        while self.order.len() > RECENT_APPENDS_MAX {
             let oldest = self.order.pop_front().unwrap();
             self.map.remove(&oldest);
         }
@@ -99,8 +111,8 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     log: LogWriter,
     /// Committed heads, a cache over the index.
-    heads: HashMap<String, Head>,
-    recent_ids: RecentIds,
+    heads: FastMap<String, Head>,
+    recent: RecentAppends,
     last_stamp_us: u64,
     memtable_entries_max: usize,
 }
@@ -110,16 +122,16 @@ impl Writer {
         Self {
             shared,
             log,
-            heads: HashMap::new(),
-            recent_ids: RecentIds::default(),
+            heads: FastMap::default(),
+            recent: RecentAppends::default(),
             last_stamp_us: 0,
             memtable_entries_max,
         }
     }
 
     /// Replay fills the idempotency window as live appends would.
-    pub fn remember_id(&mut self, id: Uuid, hash: u64, revision: u64, position: u64) {
-        self.recent_ids.insert(id, (hash, revision, position));
+    pub fn recent_appends(&mut self) -> &mut RecentAppends {
+        &mut self.recent
     }
 
     pub fn run(mut self, queue: Receiver<Request>) {
@@ -148,19 +160,19 @@ impl Writer {
     fn process(&mut self, batch: Vec<Request>) {
         // Time is an input: stamped once per batch, never read while applying.
         let stamp_us = self.shared.clock.now_us().max(self.last_stamp_us);
-        let mut overlay: HashMap<String, Head> = HashMap::new();
-        let mut waiting: Vec<(Reply, Vec<AppendResult>)> = Vec::new();
+        let mut overlay: FastMap<String, Head> = FastMap::default();
+        let mut waiting: Vec<(Request, Vec<AppendResult>)> = Vec::new();
         let mut entries: Vec<Entry> = Vec::new();
-        let mut ids: Vec<(Uuid, (u64, u64, u64))> = Vec::new();
+        let mut appended: Vec<(Uuid, (u64, u64, u64))> = Vec::new();
         for request in batch {
             let staged = match self.prepare(&request.command, stamp_us, &overlay) {
                 Ok(Prepared::Duplicate(results)) => {
-                    (request.reply)(Ok(results));
+                    request.answer(Ok(results));
                     continue;
                 }
                 Ok(Prepared::Write(staged)) => staged,
                 Err(error) => {
-                    (request.reply)(Err(error));
+                    request.answer(Err(error));
                     continue;
                 }
             };
@@ -168,13 +180,14 @@ impl Writer {
             let positions = match self.log.append_transaction(records) {
                 Ok(positions) => positions,
                 Err(error) => {
-                    (request.reply)(Err(self.write_error(error)));
+                    request.answer(Err(self.write_error(error)));
                     continue;
                 }
             };
             let mut results = Vec::with_capacity(staged.parts.len());
             for (range, stream, head) in staged.parts {
                 let first = &staged.events[range.start];
+                appended.push((first.2, (first.0, first.1, range.len() as u64)));
                 let last = &staged.events[range.end - 1];
                 results.push(AppendResult {
                     first_revision: first.1,
@@ -185,11 +198,10 @@ impl Writer {
                 });
                 overlay.insert(stream, head);
             }
-            for (&(hash, revision, id), &position) in staged.events.iter().zip(&positions) {
+            for (&(hash, revision, _), &position) in staged.events.iter().zip(&positions) {
                 entries.push(Entry { hash, revision, position });
-                ids.push((id, (hash, revision, position)));
             }
-            waiting.push((request.reply, results));
+            waiting.push((request, results));
         }
         if waiting.is_empty() {
             return;
@@ -202,12 +214,12 @@ impl Writer {
                     self.heads.clear();
                 }
                 self.heads.extend(overlay);
-                for (id, value) in ids {
-                    self.recent_ids.insert(id, value);
+                for (first_id, value) in appended {
+                    self.recent.insert(first_id, value);
                 }
                 self.shared.visible_end.store(end, Ordering::Release);
-                for (reply, results) in waiting {
-                    reply(Ok(results));
+                for (request, results) in waiting {
+                    request.answer(Ok(results));
                 }
                 if self.shared.index.memtable_len() >= self.memtable_entries_max {
                     // Tables are derived state: a failed flush loses nothing
@@ -217,8 +229,8 @@ impl Writer {
             }
             Err(error) => {
                 let error = self.write_error(error);
-                for (reply, _) in waiting {
-                    reply(Err(clone_error(&error)));
+                for (request, _) in waiting {
+                    request.answer(Err(clone_error(&error)));
                 }
             }
         }
@@ -237,7 +249,7 @@ impl Writer {
         }
     }
 
-    fn head(&mut self, stream: &str, overlay: &HashMap<String, Head>) -> Result<Head, AppendError> {
+    fn head(&mut self, stream: &str, overlay: &FastMap<String, Head>) -> Result<Head, AppendError> {
         if let Some(head) = overlay.get(stream).or_else(|| self.heads.get(stream)) {
             return Ok(*head);
         }
@@ -277,7 +289,7 @@ impl Writer {
         &mut self,
         command: &Command,
         stamp_us: u64,
-        overlay: &HashMap<String, Head>,
+        overlay: &FastMap<String, Head>,
     ) -> Result<Prepared, AppendError> {
         match command {
             Command::Append(parts) => self.prepare_append(parts, stamp_us, overlay),
@@ -338,7 +350,7 @@ impl Writer {
         &mut self,
         parts: &[StreamAppend],
         stamp_us: u64,
-        overlay: &HashMap<String, Head>,
+        overlay: &FastMap<String, Head>,
     ) -> Result<Prepared, AppendError> {
         check_shape(parts, &self.shared.limits)?;
         let mut duplicates = Vec::new();
@@ -397,45 +409,45 @@ impl Writer {
             ExpectedRevision::NoStream => first == 0,
             ExpectedRevision::Exact(n) => n.checked_add(1) == Some(first),
         };
-        if let Some(&(first_hash, first, first_position)) = self.recent_ids.map.get(&part.events[0].id) {
-            let mut last_position = first_position;
-            let all_match = first_hash == hash
-                && part.events.iter().enumerate().all(|(i, e)| {
-                    self.recent_ids.map.get(&e.id).is_some_and(|&(h, r, p)| {
-                        last_position = p;
-                        h == hash && r == first + i as u64
-                    })
-                });
-            if all_match && self.shared.event_at(first_position)?.stream == part.stream {
-                if !compatible(first) {
-                    return Err(AppendError::DuplicateEventIds { stream: part.stream.clone(), revision: first });
+        if let Some(&(first_hash, first, stored_count)) = self.recent.map.get(&part.events[0].id) {
+            if first_hash == hash && stored_count == count {
+                let stored = self.shared.stream_events(&part.stream, first, first + count - 1)?;
+                if same_ids(&stored, part) {
+                    if !compatible(first) {
+                        return Err(AppendError::DuplicateEventIds { stream: part.stream.clone(), revision: first });
+                    }
+                    return Ok(Some(duplicate_result(first, count, &stored)));
                 }
-                return Ok(Some(duplicate_result(first, count, first_position, last_position)));
             }
         }
+        // Checked: an expectation near u64::MAX can name no stored slot, and
+        // must fail as a wrong expectation rather than overflow.
         let slot = match part.expected {
-            ExpectedRevision::Exact(n) => n + 1,
-            ExpectedRevision::NoStream => 0,
-            _ => return Ok(None),
+            ExpectedRevision::Exact(n) => n.checked_add(1),
+            ExpectedRevision::NoStream => Some(0),
+            _ => None,
         };
-        if head.last.is_none_or(|last| last < slot + count - 1) {
+        let Some((slot, slot_last)) = slot.and_then(|s| s.checked_add(count - 1).map(|l| (s, l))) else {
+            return Ok(None);
+        };
+        if head.last.is_none_or(|last| last < slot_last) {
             return Ok(None);
         }
-        let stored = self.shared.stream_events(&part.stream, slot, slot + count - 1)?;
-        let same = stored.len() == part.events.len() && stored.iter().zip(&part.events).all(|(s, e)| s.id == e.id);
-        if !same {
-            return Ok(None);
-        }
-        Ok(Some(duplicate_result(slot, count, stored[0].position, stored[stored.len() - 1].position)))
+        let stored = self.shared.stream_events(&part.stream, slot, slot_last)?;
+        Ok(same_ids(&stored, part).then(|| duplicate_result(slot, count, &stored)))
     }
 }
 
-fn duplicate_result(first: u64, count: u64, first_position: u64, last_position: u64) -> AppendResult {
+fn same_ids(stored: &[RecordedEvent], part: &StreamAppend) -> bool {
+    stored.len() == part.events.len() && stored.iter().zip(&part.events).all(|(s, e)| s.id == e.id)
+}
+
+fn duplicate_result(first: u64, count: u64, stored: &[RecordedEvent]) -> AppendResult {
     AppendResult {
         first_revision: first,
         last_revision: first + count - 1,
-        first_position,
-        last_position,
+        first_position: stored[0].position,
+        last_position: stored[stored.len() - 1].position,
         duplicate: true,
     }
 }
