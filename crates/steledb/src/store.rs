@@ -15,7 +15,7 @@ use crate::codec::{decode_event, stream_hash};
 use crate::error::{AppendError, OpenError, ReadError};
 use crate::filter::EventFilter;
 use crate::index::{Entry, Index};
-use crate::limits::{Limits, READ_EVENTS_MAX};
+use crate::limits::{Limits, READ_EVENTS_MAX, RECENT_APPENDS_MAX};
 use crate::metadata::StreamMetadata;
 use crate::shared::Shared;
 use crate::subscription::Subscription;
@@ -125,7 +125,8 @@ impl Store {
             writer_stopped: Mutex::new(None),
         });
         let mut writer = Writer::new(shared.clone(), log_writer, config.index_memtable_entries_max);
-        let replayed_events = replay(&shared, &mut writer, checkpoint)?;
+        let window_from = window_start(&shared, checkpoint);
+        let replayed_events = replay(&shared, &mut writer, window_from, checkpoint)?;
         shared.visible_end.store(recovery.end_position, std::sync::atomic::Ordering::Release);
 
         let (sender, queue) = sync_channel(config.limits.queue_requests_max);
@@ -486,19 +487,73 @@ impl Drop for Store {
     }
 }
 
-/// Rebuilds the memtable and the idempotency window from the log after the
-/// index checkpoint.
-fn replay(shared: &Shared, writer: &mut Writer, from: u64) -> Result<u64, OpenError> {
-    let mut cursor = shared.reader.cursor(from);
+/// Where the replay starts so that the idempotency window holds the last
+/// `RECENT_APPENDS_MAX` appends again, as it did before the close (the index
+/// checkpoint alone would leave it empty after a clean close): the
+/// checkpoint, walked back over that many log transactions (each holds at
+/// least one append). Best effort: an unreadable record ends the walk at the
+/// transaction boundary after it, and the open goes on as it would have.
+fn window_start(shared: &Shared, checkpoint: u64) -> u64 {
+    let mut start = checkpoint;
+    let mut position = checkpoint;
+    let mut transactions = 0;
+    loop {
+        match shared.reader.read_before(position) {
+            Ok(Some(record)) => {
+                if record.flags & stele_log::format::FLAG_TRANSACTION_END != 0 {
+                    // `position` ends a transaction: from here on, all are whole.
+                    start = position;
+                    if transactions == RECENT_APPENDS_MAX {
+                        break;
+                    }
+                    transactions += 1;
+                }
+                position = record.position;
+            }
+            Ok(None) => return 0,
+            Err(_) => break,
+        }
+    }
+    start
+}
+
+/// Rebuilds the memtable from the log after the index checkpoint `from`,
+/// and the idempotency window from the log after `window_from` (at or
+/// before `from`). Damage before `from` only ends the window's rebuild early.
+fn replay(shared: &Shared, writer: &mut Writer, window_from: u64, from: u64) -> Result<u64, OpenError> {
+    let mut cursor = shared.reader.cursor(window_from);
     let mut entries = Vec::with_capacity(4096);
     let mut replayed = 0u64;
     // The append being rebuilt: first id, stream hash, first revision, count.
     let mut group: Option<(Uuid, u64, u64, u64)> = None;
-    while let Some((position, record)) = cursor.next_record().map_err(ReadError::from)? {
-        let view =
-            decode_event(record.kind, record.payload).map_err(|reason| ReadError::BadEvent { position, reason })?;
+    loop {
+        let at = cursor.position();
+        let (position, record) = match cursor.next_record() {
+            Ok(Some(next)) => next,
+            Ok(None) => break,
+            Err(error) => {
+                if at >= from {
+                    return Err(ReadError::from(error).into());
+                }
+                cursor.seek(from);
+                group = None;
+                continue;
+            }
+        };
+        let view = match decode_event(record.kind, record.payload) {
+            Ok(view) => view,
+            Err(_) if position < from => {
+                cursor.seek(from);
+                group = None;
+                continue;
+            }
+            Err(reason) => return Err(ReadError::BadEvent { position, reason }.into()),
+        };
         let hash = stream_hash(view.stream);
-        entries.push(Entry { hash, revision: view.revision, position });
+        if position >= from {
+            entries.push(Entry { hash, revision: view.revision, position });
+            replayed += 1;
+        }
         group = match group {
             Some((id, group_hash, first, count)) if group_hash == hash && first + count == view.revision => {
                 Some((id, hash, first, count + 1))
@@ -515,7 +570,6 @@ fn replay(shared: &Shared, writer: &mut Writer, from: u64) -> Result<u64, OpenEr
                 writer.recent_appends().insert(id, (group_hash, first, count));
             }
         }
-        replayed += 1;
         if entries.len() == entries.capacity() {
             shared.index.insert(entries.drain(..));
         }

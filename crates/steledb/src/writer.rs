@@ -17,10 +17,10 @@ use crate::codec::{encode_event, stream_hash, EventFields, KIND_EVENT};
 use crate::error::AppendError;
 use crate::fast_hash::FastMap;
 use crate::index::Entry;
-use crate::types::RecordedEvent;
 use crate::limits::{RECENT_APPENDS_MAX, STREAM_CACHE_ENTRIES_MAX};
 use crate::metadata::StreamMetadata;
 use crate::shared::{Head, Shared};
+use crate::types::RecordedEvent;
 use crate::types::{
     check_content_type, check_event_type, check_user_stream_name, metadata_stream_of, AppendResult, CurrentRevision,
     ExpectedRevision, StreamAppend, Uuid, CONTENT_TYPE_JSON, EVENT_TYPE_METADATA, EVENT_TYPE_TOMBSTONE,

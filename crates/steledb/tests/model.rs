@@ -2,10 +2,9 @@
 //! really fsyncs, so the case counts and workloads are kept small):
 //!
 //! 1. a model test: random single- and multi-stream appends with random
-//!    expectations and retries, checked against an in-memory model, before
-//!    and after a reopen;
-//! 2. determinism: a replay of the log without the index gives the same
-//!    derived state (digest) and the same events, timestamps included;
+//!    expectations, retries and reopens, checked against an in-memory model;
+//! 2. determinism: replaying the log, with no index or an old one, gives
+//!    the same derived state (digest) and the same events, stamps included;
 //! 3. damage: corrupting a segment file never makes the store return an
 //!    acknowledged event changed: it fails to open, returns an error, or
 //!    loses a whole tail of the log.
@@ -20,7 +19,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use steledb::{
-    AllStart, AppendError, AppendResult, CurrentRevision, Direction, ExpectedRevision, ManualClock, NewEvent,
+    AllStart, AppendError, AppendResult, Clock, CurrentRevision, Direction, ExpectedRevision, ManualClock, NewEvent,
     ReadError, RecordedEvent, Store, StoreConfig, StreamAppend, StreamStart, Uuid,
 };
 
@@ -129,9 +128,18 @@ fn satisfied(expected: ExpectedRevision, last: Option<u64>) -> bool {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { stream: usize, expect: Expect, count: usize },
+    Append {
+        stream: usize,
+        expect: Expect,
+        count: usize,
+    },
     /// Two different streams, each with its own expectation.
-    Multi { first: usize, skip: usize, expects: (Expect, Expect), counts: (usize, usize) },
+    Multi {
+        first: usize,
+        skip: usize,
+        expects: (Expect, Expect),
+        counts: (usize, usize),
+    },
     /// Repeat an earlier successful append (if there is one).
     Retry(Index),
     /// Close the store and open it again.
@@ -156,18 +164,6 @@ struct Done {
     parts: Vec<StreamAppend>,
     results: Vec<AppendResult>,
     multi: bool,
-    /// How many reopens came before it.
-    epoch: u32,
-}
-
-impl Done {
-    /// Whether every part's expectation is checked against the stream
-    /// itself (exact, no stream). Those stay idempotent across a restart;
-    /// `Any` and `StreamExists` rely on the in-memory window of recent ids,
-    /// which a clean restart does not refill.
-    fn checked_by_stream(&self) -> bool {
-        self.parts.iter().all(|p| matches!(p.expected, ExpectedRevision::Exact(_) | ExpectedRevision::NoStream))
-    }
 }
 
 #[derive(Debug, Default)]
@@ -178,7 +174,6 @@ struct Model {
     streams: HashMap<String, Vec<usize>>,
     done: Vec<Done>,
     next_event: u64,
-    epoch: u32,
 }
 
 impl Model {
@@ -252,7 +247,7 @@ fn apply_new(store: &Store, model: &mut Model, parts: Vec<StreamAppend>, multi: 
                     model.log.push(expected);
                 }
             }
-            model.done.push(Done { parts, results, multi, epoch: model.epoch });
+            model.done.push(Done { parts, results, multi });
         }
         (Some(part), Err(AppendError::WrongExpectedRevision { stream, expected, actual })) => {
             let want_actual = model.last(&part.stream).map_or(CurrentRevision::NoStream, CurrentRevision::Current);
@@ -302,9 +297,7 @@ fn run_ops(mut store: Store, config: &StoreConfig, model: &mut Model, ops: &[Op]
             Op::Retry(pick) => {
                 if !model.done.is_empty() {
                     let done = model.done[pick.index(model.done.len())].clone();
-                    if done.epoch == model.epoch || done.checked_by_stream() {
-                        retry(&store, &done);
-                    }
+                    retry(&store, &done);
                 }
             }
             Op::Reopen => {
@@ -315,7 +308,6 @@ fn run_ops(mut store: Store, config: &StoreConfig, model: &mut Model, ops: &[Op]
                 store = open_store(config.clone());
                 assert_eq!(store.end_position(), end);
                 assert_eq!(store.state_digest().unwrap(), digest);
-                model.epoch += 1;
             }
         }
     }
@@ -432,9 +424,9 @@ proptest! {
         prop_assert_eq!(store.end_position(), end);
         check_against_model(&store, &model);
         prop_assert_eq!(store.state_digest().unwrap(), digest);
-        // Appends checked against the stream itself (exact, no stream) stay
-        // idempotent across a restart.
-        for done in model.done.iter().filter(|d| d.checked_by_stream()) {
+        // Retries stay idempotent across a restart, whatever the expectation:
+        // the window of recent appends is rebuilt from the log.
+        for done in &model.done {
             retry(&store, done);
         }
         prop_assert_eq!(store.state_digest().unwrap(), digest);
@@ -476,7 +468,11 @@ fn visible_state(store: &Store) -> (u64, Vec<RecordedEvent>, Vec<Vec<RecordedEve
     let all = store.read_all(AllStart::Start, Direction::Forward, READ_LIMIT, None).unwrap();
     let streams = STREAMS
         .iter()
-        .map(|s| store.read_stream(s, StreamStart::Start, Direction::Forward, READ_LIMIT).unwrap_or_default())
+        .map(|s| match store.read_stream(s, StreamStart::Start, Direction::Forward, READ_LIMIT) {
+            Ok(events) => events,
+            Err(ReadError::StreamNotFound { .. }) => Vec::new(),
+            Err(error) => panic!("reading {s}: {error}"),
+        })
         .collect();
     (store.state_digest().unwrap(), all.events, streams)
 }
@@ -488,13 +484,14 @@ struct Timed {
     heads: [Option<u64>; 3],
     next_event: u64,
     events: u64,
+    done: Vec<Done>,
 }
 
 impl Timed {
     fn run(&mut self, store: &Store, appends: &[TimedAppend]) {
         for append in appends {
             self.clock.advance_us(append.advance_us);
-            let now = self.clock_now();
+            let now = self.clock.now_us();
             let mut parts = Vec::new();
             let streams = if append.multi { vec![append.streams.0, append.streams.1] } else { vec![append.streams.0] };
             for (k, &stream) in streams.iter().enumerate() {
@@ -517,14 +514,10 @@ impl Timed {
                 self.events += count as u64;
                 parts.push(StreamAppend::new(STREAMS[stream], expected, events));
             }
-            let results = store.append_multi(parts).unwrap_or_else(|e| panic!("append failed: {e}"));
+            let results = store.append_multi(parts.clone()).unwrap_or_else(|e| panic!("append failed: {e}"));
             assert!(results.iter().all(|r| !r.duplicate));
+            self.done.push(Done { parts, results, multi: true });
         }
-    }
-
-    fn clock_now(&self) -> u64 {
-        use steledb::Clock;
-        self.clock.now_us()
     }
 
     fn check_stamps(&self, events: &[RecordedEvent]) {
@@ -572,7 +565,14 @@ proptest! {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(1_700_000_000_000_000));
-        let mut timed = Timed { clock: clock.clone(), stamps: HashMap::new(), heads: [None; 3], next_event: 0, events: 0 };
+        let mut timed = Timed {
+            clock: clock.clone(),
+            stamps: HashMap::new(),
+            heads: [None; 3],
+            next_event: 0,
+            events: 0,
+            done: Vec::new(),
+        };
         let index_dir = dir.path().join("index");
         let mut store = open_store(timed_config(dir.path(), &clock));
         for (appends, cut) in [(&first, cuts.0), (&second, cuts.1)] {
@@ -601,6 +601,12 @@ proptest! {
             let checkpoint = store.open_report().index_checkpoint;
             let after_checkpoint = live.1.iter().filter(|e| e.position >= checkpoint).count() as u64;
             prop_assert_eq!(store.open_report().replayed_events, after_checkpoint);
+            prop_assert_eq!(&visible_state(&store), &live);
+            // The window of recent appends was rebuilt, before and after the
+            // checkpoint: every append is recognised as a retry.
+            for done in &timed.done {
+                retry(&store, done);
+            }
             prop_assert_eq!(&visible_state(&store), &live);
             drop(store);
 
