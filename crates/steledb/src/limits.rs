@@ -27,6 +27,9 @@ pub const READ_EVENTS_MAX: usize = 1_000_000;
 /// `Any`/`StreamExists`. Retries with an exact or no-stream expectation are
 /// checked against the stream itself, without this window.
 pub const RECENT_APPENDS_MAX: usize = 262_144;
+/// On open, the window is rebuilt from at most this many records before the
+/// index checkpoint, so open time stays independent of history.
+pub const RECENT_WINDOW_REPLAY_RECORDS_MAX: usize = 65_536;
 /// Stream heads cached by the writer before the cache is cleared.
 pub const STREAM_CACHE_ENTRIES_MAX: usize = 262_144;
 

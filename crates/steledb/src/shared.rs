@@ -99,7 +99,7 @@ impl Shared {
         })?;
         events.sort_unstable_by_key(|e| e.revision);
         for event in &events {
-            let indexed = entries.iter().any(|&(r, p)| r == event.revision && p == event.position);
+            let indexed = entries.binary_search(&(event.revision, event.position)).is_ok();
             if !indexed {
                 return Err(ReadError::IndexMismatch {
                     stream: stream.to_owned(),

@@ -15,7 +15,7 @@ use crate::codec::{decode_event, stream_hash};
 use crate::error::{AppendError, OpenError, ReadError};
 use crate::filter::EventFilter;
 use crate::index::{Entry, Index};
-use crate::limits::{Limits, READ_EVENTS_MAX, RECENT_APPENDS_MAX};
+use crate::limits::{Limits, READ_EVENTS_MAX, RECENT_APPENDS_MAX, RECENT_WINDOW_REPLAY_RECORDS_MAX};
 use crate::metadata::StreamMetadata;
 use crate::shared::Shared;
 use crate::subscription::Subscription;
@@ -497,17 +497,21 @@ fn window_start(shared: &Shared, checkpoint: u64) -> u64 {
     let mut start = checkpoint;
     let mut position = checkpoint;
     let mut transactions = 0;
+    // Bounded by records too: a walk back costs a read per record, and open
+    // time must not grow with history.
+    let mut records = 0;
     loop {
         match shared.reader.read_before(position) {
             Ok(Some(record)) => {
                 if record.flags & stele_log::format::FLAG_TRANSACTION_END != 0 {
                     // `position` ends a transaction: from here on, all are whole.
                     start = position;
-                    if transactions == RECENT_APPENDS_MAX {
+                    if transactions == RECENT_APPENDS_MAX || records >= RECENT_WINDOW_REPLAY_RECORDS_MAX {
                         break;
                     }
                     transactions += 1;
                 }
+                records += 1;
                 position = record.position;
             }
             Ok(None) => return 0,
