@@ -28,7 +28,6 @@ impl Head {
     }
 }
 
-#[derive(Debug)]
 pub(crate) struct Shared {
     pub reader: LogReader,
     pub index: Index,
@@ -40,6 +39,17 @@ pub(crate) struct Shared {
     pub limits: Limits,
     /// Why the writer stopped, once it has.
     pub writer_stopped: Mutex<Option<String>>,
+    /// Called by the writer with the new `visible_end` after each commit;
+    /// how async front ends learn of new events without polling.
+    pub commit_listeners: Mutex<Vec<CommitListener>>,
+}
+
+pub type CommitListener = Arc<dyn Fn(u64) + Send + Sync>;
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("visible_end", &self.visible_end()).finish_non_exhaustive()
+    }
 }
 
 fn decode(position: u64, kind: u8, payload: &[u8]) -> Result<EventView<'_>, ReadError> {
@@ -49,6 +59,14 @@ fn decode(position: u64, kind: u8, payload: &[u8]) -> Result<EventView<'_>, Read
 impl Shared {
     pub fn visible_end(&self) -> u64 {
         self.visible_end.load(Ordering::Acquire)
+    }
+
+    /// Publishes a new visible end to readers and listeners.
+    pub fn publish(&self, end: u64) {
+        self.visible_end.store(end, Ordering::Release);
+        for listener in self.commit_listeners.lock().unwrap().iter() {
+            listener(end);
+        }
     }
 
     /// The committed event at `position`.

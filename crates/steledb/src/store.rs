@@ -123,6 +123,7 @@ impl Store {
             clock: config.clock.clone(),
             limits: config.limits,
             writer_stopped: Mutex::new(None),
+            commit_listeners: Mutex::new(Vec::new()),
         });
         let mut writer = Writer::new(shared.clone(), log_writer, config.index_memtable_entries_max);
         let window_from = window_start(&shared, checkpoint);
@@ -225,6 +226,12 @@ impl Store {
     fn stopped_error(&self) -> AppendError {
         let cause = self.shared.writer_stopped.lock().unwrap().clone();
         AppendError::WriterStopped { cause: cause.unwrap_or_else(|| "the writer thread exited".to_owned()) }
+    }
+
+    /// Registers `listener` to be called (on the writer thread, so it must
+    /// be quick) with the new end position after every commit.
+    pub fn add_commit_listener(&self, listener: impl Fn(u64) + Send + Sync + 'static) {
+        self.shared.commit_listeners.lock().unwrap().push(Arc::new(listener));
     }
 
     /// Why the writer stopped accepting appends, if it has (fail-stop).

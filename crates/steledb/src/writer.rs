@@ -7,7 +7,6 @@
 
 use std::collections::VecDeque;
 use std::ops::Range;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
@@ -217,7 +216,7 @@ impl Writer {
                 for (first_id, value) in appended {
                     self.recent.insert(first_id, value);
                 }
-                self.shared.visible_end.store(end, Ordering::Release);
+                self.shared.publish(end);
                 for (request, results) in waiting {
                     request.answer(Ok(results));
                 }
