@@ -3,6 +3,7 @@
 
 mod bench;
 mod load;
+mod serve;
 mod verify;
 
 use std::path::PathBuf;
@@ -19,6 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the server: KurrentDB-compatible gRPC and HTTP/JSON on one port.
+    Serve(serve::ServeArgs),
     /// Measure the embedded engine: throughput and latency percentiles.
     Bench(bench::BenchArgs),
     /// Check every record checksum and every index entry of a data directory.
@@ -35,6 +38,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(&args),
         Command::Verify { data_dir } => verify::run(&data_dir),
         Command::DebugLoad(args) => load::run(&args),

@@ -15,5 +15,8 @@ pub mod storage;
 
 pub use error::{OpenError, ReadError, WriteError};
 pub use format::{FrameError, RecordRef};
-pub use log::{open, scan_segment, Cursor, LogConfig, LogReader, LogWriter, Record, Recovery, SegmentInfo};
+pub use log::{
+    open, scan_segment, Cursor, LogConfig, LogReader, LogStats, LogWriter, Record, Recovery, SegmentInfo,
+    SYNC_LATENCY_BUCKETS_US,
+};
 pub use storage::{DiskStorage, Fault, FaultyStorage, Storage, StorageFile};

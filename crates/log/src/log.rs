@@ -83,6 +83,31 @@ struct Shared {
     committed_end: AtomicU64,
     commit_lock: Mutex<()>,
     commit_signal: Condvar,
+    stats: LogStats,
+}
+
+/// Upper bounds (inclusive, microseconds) of the sync latency histogram's
+/// buckets; a last, unbounded bucket follows.
+pub const SYNC_LATENCY_BUCKETS_US: [u64; 10] = [50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000, 250_000];
+
+/// Counters the writer keeps, for metrics.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    pub syncs: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub sync_latency_us_sum: AtomicU64,
+    /// Counts per bucket of `SYNC_LATENCY_BUCKETS_US`, plus one for larger.
+    pub sync_latency_us_buckets: [AtomicU64; SYNC_LATENCY_BUCKETS_US.len() + 1],
+}
+
+impl LogStats {
+    fn record_sync(&self, bytes: u64, latency_us: u64) {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+        self.sync_latency_us_sum.fetch_add(latency_us, Ordering::Relaxed);
+        let bucket = SYNC_LATENCY_BUCKETS_US.partition_point(|&bound| bound < latency_us);
+        self.sync_latency_us_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Shared {
@@ -178,6 +203,10 @@ impl LogReader {
             return Err(bad_record(&segment, position, FrameError::TrailerMismatch));
         }
         Ok(Some(record))
+    }
+
+    pub fn stats(&self) -> &LogStats {
+        &self.shared.stats
     }
 
     /// A forward, buffered scan of the committed log from `position`.
@@ -431,7 +460,10 @@ impl LogWriter {
         let segment = &self.active;
         let offset = segment.file_offset(chunk.position);
         segment.file.write_all_at(&chunk.bytes, offset).map_err(|e| (e, segment.path.clone()))?;
-        segment.file.sync_data().map_err(|e| (e, segment.path.clone()))
+        let started = Instant::now();
+        segment.file.sync_data().map_err(|e| (e, segment.path.clone()))?;
+        self.shared.stats.record_sync(chunk.bytes.len() as u64, started.elapsed().as_micros() as u64);
+        Ok(())
     }
 
     /// Handles a failed commit. Running out of space before anything of
@@ -578,6 +610,7 @@ pub fn open(
         committed_end: AtomicU64::new(tail.valid_end),
         commit_lock: Mutex::new(()),
         commit_signal: Condvar::new(),
+        stats: LogStats::default(),
     });
     let writer = LogWriter {
         shared: shared.clone(),

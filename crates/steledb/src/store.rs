@@ -354,6 +354,14 @@ impl Store {
         }
     }
 
+    /// The position of the record after the event at `position`; fails if
+    /// no event starts there.
+    pub fn position_after(&self, position: u64) -> Result<u64, ReadError> {
+        let record = self.shared.reader.read(position)?;
+        decode_event(record.kind, &record.payload).map_err(|reason| ReadError::BadEvent { position, reason })?;
+        Ok(record.next_position())
+    }
+
     /// The event at an exact `$all` position.
     pub fn read_event_at(&self, position: u64) -> Result<RecordedEvent, ReadError> {
         self.shared.event_at(position)
@@ -416,6 +424,11 @@ impl Store {
         })?;
         mix(self.shared.visible_end());
         Ok(digest)
+    }
+
+    /// The log's counters (syncs, bytes, sync latency histogram).
+    pub fn log_stats(&self) -> &stele_log::LogStats {
+        self.shared.reader.stats()
     }
 
     /// The log's segments, for tools.
@@ -587,4 +600,13 @@ fn replay(shared: &Shared, writer: &mut Writer, window_from: u64, from: u64) -> 
     }
     shared.index.insert(entries);
     Ok(replayed)
+}
+
+/// The upper bound, in seconds, of bucket `i` of the log's sync latency
+/// histogram, as Prometheus writes it (`+Inf` for the last).
+pub fn log_sync_bucket_bound_seconds(i: usize) -> String {
+    match stele_log::SYNC_LATENCY_BUCKETS_US.get(i) {
+        Some(bound_us) => format!("{}", *bound_us as f64 / 1e6),
+        None => "+Inf".to_owned(),
+    }
 }

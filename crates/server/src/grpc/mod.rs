@@ -1,0 +1,36 @@
+//! The gRPC front end: KurrentDB-compatible services plus our extension.
+
+mod convert;
+mod misc;
+mod multi;
+mod streams;
+
+use steledb::Uuid;
+use tonic::service::Routes;
+
+use crate::proto::event_store::client::gossip::gossip_server::GossipServer;
+use crate::proto::event_store::client::persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptionsServer;
+use crate::proto::event_store::client::server_features::server_features_server::ServerFeaturesServer;
+use crate::proto::event_store::client::streams::streams_server::StreamsServer;
+use crate::proto::stele::streams::v1::multi_stream_append_server::MultiStreamAppendServer;
+use crate::state::SharedState;
+
+pub use misc::PROTOCOL_VERSION;
+
+/// Room for protobuf framing around the largest append we accept.
+const MESSAGE_OVERHEAD_BYTES: usize = 1024 * 1024;
+
+pub fn routes(state: SharedState) -> Routes {
+    let message_bytes_max = state.config.limits.append_size_bytes_max + MESSAGE_OVERHEAD_BYTES;
+    let streams = StreamsServer::new(streams::StreamsService { state: state.clone() })
+        .max_decoding_message_size(message_bytes_max)
+        .max_encoding_message_size(message_bytes_max);
+    let multi = MultiStreamAppendServer::new(multi::MultiAppendService { state: state.clone() })
+        .max_decoding_message_size(message_bytes_max);
+    let gossip = GossipServer::new(misc::GossipService { state, instance_id: Uuid::new_v4() });
+    Routes::new(streams)
+        .add_service(multi)
+        .add_service(gossip)
+        .add_service(ServerFeaturesServer::new(misc::FeaturesService))
+        .add_service(PersistentSubscriptionsServer::new(misc::PersistentService))
+}

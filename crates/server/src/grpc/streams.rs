@@ -1,0 +1,696 @@
+//! `event_store.client.streams.Streams`: reads, subscriptions, appends,
+//! batch appends, deletes and tombstones, as the KurrentDB clients speak them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use steledb::{
+    AllStart, AppendError, AppendResult, Direction, EventFilter, ExpectedRevision, NewEvent, ReadError, StreamAppend,
+    StreamMetadata, StreamStart, SubscriptionMessage, Uuid,
+};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert::{
+    append_status, bad_request, new_event, read_status, recorded_event, stream_identifier, stream_name, uuid_from_proto,
+};
+use crate::bridge::{self, blocking};
+use crate::proto::event_store::client as shared;
+use crate::proto::event_store::client::streams::*;
+use crate::proto::google::rpc;
+use crate::state::SharedState;
+
+/// Events fetched from the store per step of a read.
+const READ_PAGE_EVENTS: usize = 512;
+/// Replies buffered per read or subscription before the sender waits for
+/// the client: bounds memory per slow reader.
+const REPLY_BUFFER: usize = 256;
+/// Batches of one BatchAppend call being appended at once.
+const BATCHES_IN_FLIGHT_MAX: usize = 64;
+/// Checkpoint interval for filtered subscriptions that ask for the server's default.
+const DEFAULT_CHECKPOINT_INTERVAL: u64 = 1_000;
+
+pub struct StreamsService {
+    pub state: SharedState,
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+type Sender = mpsc::Sender<Result<ReadResp, Status>>;
+
+fn content(content: read_resp::Content) -> Result<ReadResp, Status> {
+    Ok(ReadResp { content: Some(content) })
+}
+
+fn timestamp_now() -> prost_types::Timestamp {
+    prost_types::Timestamp::from(SystemTime::now())
+}
+
+fn to_expected(option: Option<ExpectedKind>) -> ExpectedRevision {
+    match option {
+        Some(ExpectedKind::Exact(n)) => ExpectedRevision::Exact(n),
+        Some(ExpectedKind::NoStream) => ExpectedRevision::NoStream,
+        Some(ExpectedKind::StreamExists) => ExpectedRevision::StreamExists,
+        Some(ExpectedKind::Any) | None => ExpectedRevision::Any,
+    }
+}
+
+/// The four shapes of an expected revision, whatever message carried them.
+enum ExpectedKind {
+    Exact(u64),
+    NoStream,
+    Any,
+    StreamExists,
+}
+
+#[tonic::async_trait]
+impl streams_server::Streams for StreamsService {
+    type ReadStream = ReceiverStream<Result<ReadResp, Status>>;
+    type BatchAppendStream = ReceiverStream<Result<BatchAppendResp, Status>>;
+
+    async fn read(&self, request: Request<ReadReq>) -> Reply<Self::ReadStream> {
+        use read_req::options::{CountOption, FilterOption, StreamOption};
+        let options = request.into_inner().options.ok_or_else(|| bad_request("read options are required"))?;
+        let uuid_as_string = !matches!(
+            options.uuid_option.and_then(|u| u.content),
+            Some(read_req::options::uuid_option::Content::Structured(_))
+        );
+        let direction = match options.read_direction {
+            0 => Direction::Forward,
+            1 => Direction::Backward,
+            other => return Err(bad_request(&format!("unknown read direction {other}"))),
+        };
+        let filter = match options.filter_option {
+            Some(FilterOption::Filter(filter)) => Some(to_filter(filter)?),
+            Some(FilterOption::NoFilter(_)) | None => None,
+        };
+        let stream_option = options.stream_option.ok_or_else(|| bad_request("stream_option is required"))?;
+        let count_option = options.count_option.ok_or_else(|| bad_request("count_option is required"))?;
+        let (sender, receiver) = mpsc::channel(REPLY_BUFFER);
+        let state = self.state.clone();
+        state.metrics.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match (stream_option, count_option) {
+            (StreamOption::Stream(stream), CountOption::Count(count)) => {
+                if filter.is_some() {
+                    return Err(bad_request("filters apply to $all only"));
+                }
+                let name = stream_name(stream.stream_identifier.as_ref())?;
+                let start = stream_start(stream.revision_option);
+                tokio::spawn(read_stream(state, sender, name, start, direction, count, uuid_as_string));
+            }
+            (StreamOption::All(all), CountOption::Count(count)) => {
+                let start = all_start(all.all_option);
+                let filter = filter.map(|(filter, _)| filter);
+                tokio::spawn(read_all(state, sender, start, direction, count, filter, uuid_as_string));
+            }
+            (StreamOption::Stream(stream), CountOption::Subscription(_)) => {
+                if filter.is_some() || direction == Direction::Backward {
+                    return Err(bad_request("stream subscriptions are forwards and unfiltered"));
+                }
+                let name = stream_name(stream.stream_identifier.as_ref())?;
+                // A subscription's start revision is exclusive.
+                let start = match stream_start(stream.revision_option) {
+                    StreamStart::Revision(r) => StreamStart::Revision(r.saturating_add(1)),
+                    other => other,
+                };
+                let subscription = state.store.subscribe_stream(&name, start).map_err(|e| read_status(&e))?;
+                tokio::spawn(subscribe(state, sender, subscription, uuid_as_string));
+            }
+            (StreamOption::All(all), CountOption::Subscription(_)) => {
+                if direction == Direction::Backward {
+                    return Err(bad_request("subscriptions are forwards"));
+                }
+                let start = match all_start(all.all_option) {
+                    AllStart::Position(p) => AllStart::Position(position_after(&state, p).await?),
+                    other => other,
+                };
+                let (filter, interval) = match filter {
+                    Some((filter, interval)) => (Some(filter), interval),
+                    None => (None, DEFAULT_CHECKPOINT_INTERVAL),
+                };
+                let subscription = state.store.subscribe_all(start, filter, interval);
+                tokio::spawn(subscribe(state, sender, subscription, uuid_as_string));
+            }
+        }
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    async fn append(&self, request: Request<Streaming<AppendReq>>) -> Reply<AppendResp> {
+        use append_req::options::ExpectedStreamRevision as E;
+        let mut incoming = request.into_inner();
+        let first = incoming.message().await?.ok_or_else(|| bad_request("an append starts with its options"))?;
+        let Some(append_req::Content::Options(options)) = first.content else {
+            return Err(bad_request("the first append message must carry the options"));
+        };
+        let stream = stream_name(options.stream_identifier.as_ref())?;
+        let expected = to_expected(options.expected_stream_revision.map(|e| match e {
+            E::Revision(n) => ExpectedKind::Exact(n),
+            E::NoStream(_) => ExpectedKind::NoStream,
+            E::Any(_) => ExpectedKind::Any,
+            E::StreamExists(_) => ExpectedKind::StreamExists,
+        }));
+        let size_bytes_max = self.state.config.limits.append_size_bytes_max;
+        let mut events = Vec::new();
+        let mut size_bytes = 0usize;
+        while let Some(message) = incoming.message().await? {
+            let Some(append_req::Content::ProposedMessage(proposed)) = message.content else {
+                return Err(bad_request("options may only be sent first"));
+            };
+            let event = new_event(proposed.id.as_ref(), &proposed.metadata, proposed.custom_metadata, proposed.data)?;
+            size_bytes += event.size_bytes();
+            if size_bytes > size_bytes_max {
+                // Refuse before buffering more: the client may be sending a lot.
+                let error = AppendError::AppendTooLarge { size_bytes, limit_bytes: size_bytes_max };
+                return Err(append_status(&error, size_bytes_max));
+            }
+            events.push(event);
+        }
+        let outcome = if let Some(target) = stream.strip_prefix("$$") {
+            set_metadata(&self.state, target.to_owned(), expected, events).await
+        } else if events.is_empty() {
+            check_only(&self.state, stream.clone(), expected).await
+        } else {
+            bridge::append(&self.state, vec![StreamAppend::new(stream.clone(), expected, events)])
+                .await
+                .map(|mut results| results.remove(0))
+        };
+        match outcome {
+            Ok(result) => {
+                Ok(Response::new(AppendResp { result: Some(append_resp::Result::Success(success(&result))) }))
+            }
+            Err(AppendError::WrongExpectedRevision { expected, actual, .. }) => Ok(Response::new(AppendResp {
+                result: Some(append_resp::Result::WrongExpectedVersion(wrong_expected_version(expected, actual))),
+            })),
+            Err(error) => Err(append_status(&error, size_bytes_max)),
+        }
+    }
+
+    async fn delete(&self, request: Request<DeleteReq>) -> Reply<DeleteResp> {
+        use delete_req::options::ExpectedStreamRevision as E;
+        let options = request.into_inner().options.ok_or_else(|| bad_request("delete options are required"))?;
+        let stream = stream_name(options.stream_identifier.as_ref())?;
+        let expected = to_expected(options.expected_stream_revision.map(|e| match e {
+            E::Revision(n) => ExpectedKind::Exact(n),
+            E::NoStream(_) => ExpectedKind::NoStream,
+            E::Any(_) => ExpectedKind::Any,
+            E::StreamExists(_) => ExpectedKind::StreamExists,
+        }));
+        let store = self.state.store.clone();
+        let result = blocking(move || store.delete_stream(&stream, expected)).await;
+        let result = result.map_err(|e| append_status(&e, self.state.config.limits.append_size_bytes_max))?;
+        let position =
+            delete_resp::Position { commit_position: result.last_position, prepare_position: result.last_position };
+        Ok(Response::new(DeleteResp { position_option: Some(delete_resp::PositionOption::Position(position)) }))
+    }
+
+    async fn tombstone(&self, request: Request<TombstoneReq>) -> Reply<TombstoneResp> {
+        use tombstone_req::options::ExpectedStreamRevision as E;
+        let options = request.into_inner().options.ok_or_else(|| bad_request("tombstone options are required"))?;
+        let stream = stream_name(options.stream_identifier.as_ref())?;
+        let expected = to_expected(options.expected_stream_revision.map(|e| match e {
+            E::Revision(n) => ExpectedKind::Exact(n),
+            E::NoStream(_) => ExpectedKind::NoStream,
+            E::Any(_) => ExpectedKind::Any,
+            E::StreamExists(_) => ExpectedKind::StreamExists,
+        }));
+        let store = self.state.store.clone();
+        let result = blocking(move || store.tombstone_stream(&stream, expected)).await;
+        let result = result.map_err(|e| append_status(&e, self.state.config.limits.append_size_bytes_max))?;
+        let position =
+            tombstone_resp::Position { commit_position: result.last_position, prepare_position: result.last_position };
+        Ok(Response::new(TombstoneResp { position_option: Some(tombstone_resp::PositionOption::Position(position)) }))
+    }
+
+    async fn batch_append(&self, request: Request<Streaming<BatchAppendReq>>) -> Reply<Self::BatchAppendStream> {
+        let incoming = request.into_inner();
+        let (sender, receiver) = mpsc::channel(BATCHES_IN_FLIGHT_MAX);
+        tokio::spawn(batch_append(self.state.clone(), incoming, sender));
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+}
+
+fn stream_start(option: Option<read_req::options::stream_options::RevisionOption>) -> StreamStart {
+    use read_req::options::stream_options::RevisionOption;
+    match option {
+        Some(RevisionOption::Revision(r)) => StreamStart::Revision(r),
+        Some(RevisionOption::End(_)) => StreamStart::End,
+        Some(RevisionOption::Start(_)) | None => StreamStart::Start,
+    }
+}
+
+fn all_start(option: Option<read_req::options::all_options::AllOption>) -> AllStart {
+    use read_req::options::all_options::AllOption;
+    match option {
+        Some(AllOption::Position(p)) => AllStart::Position(p.commit_position),
+        Some(AllOption::End(_)) => AllStart::End,
+        Some(AllOption::Start(_)) | None => AllStart::Start,
+    }
+}
+
+/// The filter and its checkpoint interval (events examined between checkpoints).
+fn to_filter(options: read_req::options::FilterOptions) -> Result<(EventFilter, u64), Status> {
+    use read_req::options::filter_options::{Filter, Window};
+    let by_stream = matches!(options.filter, Some(Filter::StreamIdentifier(_)));
+    let expression = match options.filter {
+        Some(Filter::StreamIdentifier(e) | Filter::EventType(e)) => e,
+        None => return Err(bad_request("a filter needs a stream or event-type expression")),
+    };
+    let filter = if !expression.regex.is_empty() {
+        let built = if by_stream {
+            EventFilter::stream_regex(&expression.regex)
+        } else {
+            EventFilter::event_type_regex(&expression.regex)
+        };
+        built.map_err(|e| bad_request(&format!("invalid filter regex: {e}")))?
+    } else if by_stream {
+        EventFilter::StreamPrefix(expression.prefix)
+    } else {
+        EventFilter::EventTypePrefix(expression.prefix)
+    };
+    let window = match options.window {
+        Some(Window::Max(n)) if n > 0 => u64::from(n),
+        _ => DEFAULT_CHECKPOINT_INTERVAL,
+    };
+    Ok((filter, window.saturating_mul(u64::from(options.checkpoint_interval_multiplier.max(1)))))
+}
+
+/// A subscription from `$all` position `p` starts after the event at `p`.
+async fn position_after(state: &SharedState, position: u64) -> Result<u64, Status> {
+    let store = state.store.clone();
+    blocking(move || {
+        if position >= store.end_position() {
+            return Ok(store.end_position());
+        }
+        store.position_after(position).map_err(|e| bad_request(&format!("no event at position {position}: {e}")))
+    })
+    .await
+}
+
+async fn read_stream(
+    state: SharedState,
+    sender: Sender,
+    stream: String,
+    mut start: StreamStart,
+    direction: Direction,
+    count: u64,
+    uuid_as_string: bool,
+) {
+    let mut remaining = count;
+    while remaining > 0 {
+        let page = remaining.min(READ_PAGE_EVENTS as u64) as usize;
+        let (store, name) = (state.store.clone(), stream.clone());
+        let events = match blocking(move || store.read_stream(&name, start, direction, page)).await {
+            Ok(events) => events,
+            Err(ReadError::StreamNotFound { .. }) => {
+                let not_found = read_resp::StreamNotFound { stream_identifier: Some(stream_identifier(&stream)) };
+                let _ = sender.send(content(read_resp::Content::StreamNotFound(not_found))).await;
+                return;
+            }
+            Err(error) => {
+                let _ = sender.send(Err(read_status(&error))).await;
+                return;
+            }
+        };
+        let fetched = events.len();
+        let last = events.last().map(|e| e.revision);
+        for event in events {
+            if sender.send(content(read_resp::Content::Event(recorded_event(event, uuid_as_string)))).await.is_err() {
+                return;
+            }
+        }
+        remaining -= fetched as u64;
+        match (last, direction) {
+            (Some(last), Direction::Forward) if fetched == page => start = StreamStart::Revision(last + 1),
+            (Some(last), Direction::Backward) if fetched == page && last > 0 => start = StreamStart::Revision(last - 1),
+            _ => break,
+        }
+    }
+}
+
+async fn read_all(
+    state: SharedState,
+    sender: Sender,
+    mut start: AllStart,
+    direction: Direction,
+    count: u64,
+    filter: Option<EventFilter>,
+    uuid_as_string: bool,
+) {
+    if let AllStart::Position(position) = start {
+        let store = state.store.clone();
+        let valid = blocking(move || {
+            position == 0 || position >= store.end_position() || store.read_event_at(position).is_ok()
+        })
+        .await;
+        if !valid {
+            let _ =
+                sender.send(Err(bad_request(&format!("position {position} is not the position of an event")))).await;
+            return;
+        }
+    }
+    let filter = Arc::new(filter);
+    let mut remaining = count;
+    while remaining > 0 {
+        let page = remaining.min(READ_PAGE_EVENTS as u64) as usize;
+        let (store, filter_for_read) = (state.store.clone(), filter.clone());
+        let slice =
+            match blocking(move || store.read_all(start, direction, page, filter_for_read.as_ref().as_ref())).await {
+                Ok(slice) => slice,
+                Err(error) => {
+                    let _ = sender.send(Err(read_status(&error))).await;
+                    return;
+                }
+            };
+        remaining -= slice.events.len() as u64;
+        for event in slice.events {
+            if sender.send(content(read_resp::Content::Event(recorded_event(event, uuid_as_string)))).await.is_err() {
+                return;
+            }
+        }
+        if slice.is_end {
+            break;
+        }
+        start = AllStart::Position(slice.next_position);
+    }
+}
+
+async fn subscribe(state: SharedState, sender: Sender, subscription: steledb::Subscription, uuid_as_string: bool) {
+    let confirmation = read_resp::SubscriptionConfirmation { subscription_id: Uuid::new_v4().to_string() };
+    if sender.send(content(read_resp::Content::Confirmation(confirmation))).await.is_err() {
+        return;
+    }
+    let mut feed = bridge::drive(state, subscription, REPLY_BUFFER);
+    let mut last_event: Option<(u64, u64)> = None;
+    while let Some(item) = feed.recv().await {
+        let reply = match item {
+            Ok(SubscriptionMessage::Event(event)) => {
+                last_event = Some((event.revision, event.position));
+                content(read_resp::Content::Event(recorded_event(event, uuid_as_string)))
+            }
+            Ok(SubscriptionMessage::CaughtUp { .. }) => content(read_resp::Content::CaughtUp(read_resp::CaughtUp {
+                timestamp: Some(timestamp_now()),
+                stream_revision: last_event.map(|(revision, _)| revision as i64),
+                position: last_event.map(|(_, p)| read_resp::Position { commit_position: p, prepare_position: p }),
+            })),
+            Ok(SubscriptionMessage::Checkpoint { position }) => {
+                content(read_resp::Content::Checkpoint(read_resp::Checkpoint {
+                    commit_position: position,
+                    prepare_position: position,
+                    timestamp: Some(timestamp_now()),
+                }))
+            }
+            Err(error) => Err(read_status(&error)),
+        };
+        if sender.send(reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Appending to `$$stream` is how the clients write stream metadata.
+async fn set_metadata(
+    state: &SharedState,
+    stream: String,
+    expected: ExpectedRevision,
+    events: Vec<NewEvent>,
+) -> Result<AppendResult, AppendError> {
+    let [event] = <[NewEvent; 1]>::try_from(events).map_err(|_| AppendError::InvalidMetadata {
+        reason: "a metadata write is exactly one $metadata event".to_owned(),
+    })?;
+    let metadata = StreamMetadata::from_json(&event.data).map_err(|reason| AppendError::InvalidMetadata { reason })?;
+    let store = state.store.clone();
+    blocking(move || store.set_stream_metadata(&stream, expected, metadata)).await
+}
+
+/// An append of no events checks the expectation and writes nothing, as in KurrentDB.
+async fn check_only(
+    state: &SharedState,
+    stream: String,
+    expected: ExpectedRevision,
+) -> Result<AppendResult, AppendError> {
+    let store = state.store.clone();
+    blocking(move || {
+        let current = store.stream_revision(&stream).map_err(|e| match e {
+            ReadError::StreamDeleted { stream } => AppendError::StreamDeleted { stream },
+            other => AppendError::Read(other),
+        })?;
+        let ok = match expected {
+            ExpectedRevision::Any => true,
+            ExpectedRevision::NoStream => current.is_none(),
+            ExpectedRevision::StreamExists => current.is_some(),
+            ExpectedRevision::Exact(n) => current == Some(n),
+        };
+        if !ok {
+            let actual = current.map_or(steledb::CurrentRevision::NoStream, steledb::CurrentRevision::Current);
+            return Err(AppendError::WrongExpectedRevision { stream, expected, actual });
+        }
+        let revision = current.unwrap_or(0);
+        let end = store.end_position();
+        Ok(AppendResult {
+            first_revision: revision,
+            last_revision: revision,
+            first_position: end,
+            last_position: end,
+            duplicate: true,
+        })
+    })
+    .await
+}
+
+fn success(result: &AppendResult) -> append_resp::Success {
+    use append_resp::success::{CurrentRevisionOption, PositionOption};
+    append_resp::Success {
+        current_revision_option: Some(CurrentRevisionOption::CurrentRevision(result.last_revision)),
+        position_option: Some(PositionOption::Position(append_resp::Position {
+            commit_position: result.last_position,
+            prepare_position: result.last_position,
+        })),
+    }
+}
+
+fn wrong_expected_version(
+    expected: ExpectedRevision,
+    actual: steledb::CurrentRevision,
+) -> append_resp::WrongExpectedVersion {
+    use append_resp::wrong_expected_version::*;
+    let (current, current_2060) = match actual {
+        steledb::CurrentRevision::Current(n) => {
+            (CurrentRevisionOption::CurrentRevision(n), CurrentRevisionOption2060::CurrentRevision2060(n))
+        }
+        steledb::CurrentRevision::NoStream => (
+            CurrentRevisionOption::CurrentNoStream(shared::Empty {}),
+            CurrentRevisionOption2060::NoStream2060(shared::Empty {}),
+        ),
+    };
+    let (expected_now, expected_2060) = match expected {
+        ExpectedRevision::Exact(n) => {
+            (ExpectedRevisionOption::ExpectedRevision(n), ExpectedRevisionOption2060::ExpectedRevision2060(n))
+        }
+        ExpectedRevision::Any => (
+            ExpectedRevisionOption::ExpectedAny(shared::Empty {}),
+            ExpectedRevisionOption2060::Any2060(shared::Empty {}),
+        ),
+        ExpectedRevision::StreamExists => (
+            ExpectedRevisionOption::ExpectedStreamExists(shared::Empty {}),
+            ExpectedRevisionOption2060::StreamExists2060(shared::Empty {}),
+        ),
+        // The old layout had no "no stream"; old servers sent u64::MAX.
+        ExpectedRevision::NoStream => (
+            ExpectedRevisionOption::ExpectedNoStream(shared::Empty {}),
+            ExpectedRevisionOption2060::ExpectedRevision2060(u64::MAX),
+        ),
+    };
+    append_resp::WrongExpectedVersion {
+        current_revision_option_20_6_0: Some(current_2060),
+        expected_revision_option_20_6_0: Some(expected_2060),
+        current_revision_option: Some(current),
+        expected_revision_option: Some(expected_now),
+    }
+}
+
+/// One BatchAppend call: batches arrive (possibly split over several
+/// messages with one correlation id) and are appended concurrently; each
+/// gets its reply as soon as it is durable. A batch whose final message
+/// never arrives (the client went away) is never written.
+async fn batch_append(
+    state: SharedState,
+    mut incoming: Streaming<BatchAppendReq>,
+    sender: mpsc::Sender<Result<BatchAppendResp, Status>>,
+) {
+    struct Partial {
+        correlation: Option<shared::Uuid>,
+        options: Option<batch_append_req::Options>,
+        events: Vec<NewEvent>,
+        size_bytes: usize,
+        error: Option<Status>,
+    }
+    let size_bytes_max = state.config.limits.append_size_bytes_max;
+    let permits = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
+    let mut partial: HashMap<Uuid, Partial> = HashMap::new();
+    loop {
+        let request = match incoming.message().await {
+            Ok(Some(request)) => request,
+            // The client ended the call or went away: unfinished batches are dropped.
+            Ok(None) | Err(_) => break,
+        };
+        let correlation = match uuid_from_proto(request.correlation_id.as_ref()) {
+            Ok(correlation) => correlation,
+            Err(status) => {
+                let _ = sender.send(Err(status)).await;
+                return;
+            }
+        };
+        let entry = partial.entry(correlation).or_insert_with(|| Partial {
+            correlation: request.correlation_id.clone(),
+            options: None,
+            events: Vec::new(),
+            size_bytes: 0,
+            error: None,
+        });
+        if request.options.is_some() {
+            entry.options = request.options;
+        }
+        for proposed in request.proposed_messages {
+            if entry.error.is_some() {
+                break;
+            }
+            match new_event(proposed.id.as_ref(), &proposed.metadata, proposed.custom_metadata, proposed.data) {
+                Ok(event) => {
+                    entry.size_bytes += event.size_bytes();
+                    entry.events.push(event);
+                    if entry.size_bytes > size_bytes_max {
+                        let error =
+                            AppendError::AppendTooLarge { size_bytes: entry.size_bytes, limit_bytes: size_bytes_max };
+                        entry.error = Some(append_status(&error, size_bytes_max));
+                        entry.events = Vec::new();
+                    }
+                }
+                Err(status) => entry.error = Some(status),
+            }
+        }
+        if !request.is_final {
+            continue;
+        }
+        let batch = partial.remove(&correlation).expect("inserted above");
+        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let (state, sender) = (state.clone(), sender.clone());
+        tokio::spawn(async move {
+            let reply = finish_batch(&state, batch.correlation, batch.options, batch.events, batch.error).await;
+            let _ = sender.send(Ok(reply)).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn finish_batch(
+    state: &SharedState,
+    correlation_id: Option<shared::Uuid>,
+    options: Option<batch_append_req::Options>,
+    events: Vec<NewEvent>,
+    error: Option<Status>,
+) -> BatchAppendResp {
+    use batch_append_req::options::ExpectedStreamPosition as E;
+    let identifier = options.as_ref().and_then(|o| o.stream_identifier.clone());
+    let expected_echo = options.as_ref().and_then(|o| o.expected_stream_position.clone());
+    let reply = |result| BatchAppendResp {
+        correlation_id: correlation_id.clone(),
+        stream_identifier: identifier.clone(),
+        result: Some(result),
+        expected_stream_position: expected_echo.clone().and_then(|e| match e {
+            E::StreamPosition(n) => Some(batch_append_resp::ExpectedStreamPosition::StreamPosition(n)),
+            E::NoStream(()) => Some(batch_append_resp::ExpectedStreamPosition::NoStream(())),
+            E::Any(()) => Some(batch_append_resp::ExpectedStreamPosition::Any(())),
+            E::StreamExists(()) => Some(batch_append_resp::ExpectedStreamPosition::StreamExists(())),
+        }),
+    };
+    if let Some(status) = error {
+        return reply(batch_append_resp::Result::Error(rpc_status(&status, None)));
+    }
+    let stream = match stream_name(identifier.as_ref()) {
+        Ok(stream) => stream,
+        Err(status) => return reply(batch_append_resp::Result::Error(rpc_status(&status, None))),
+    };
+    let expected = to_expected(expected_echo.map(|e| match e {
+        E::StreamPosition(n) => ExpectedKind::Exact(n),
+        E::NoStream(()) => ExpectedKind::NoStream,
+        E::Any(()) => ExpectedKind::Any,
+        E::StreamExists(()) => ExpectedKind::StreamExists,
+    }));
+    let outcome = if events.is_empty() {
+        check_only(state, stream.clone(), expected).await
+    } else {
+        bridge::append(state, vec![StreamAppend::new(stream.clone(), expected, events)]).await.map(|mut r| r.remove(0))
+    };
+    match outcome {
+        Ok(result) => {
+            use batch_append_resp::success::{CurrentRevisionOption, PositionOption};
+            reply(batch_append_resp::Result::Success(batch_append_resp::Success {
+                current_revision_option: Some(CurrentRevisionOption::CurrentRevision(result.last_revision)),
+                position_option: Some(PositionOption::Position(shared::AllStreamPosition {
+                    commit_position: result.last_position,
+                    prepare_position: result.last_position,
+                })),
+            }))
+        }
+        Err(error) => reply(batch_append_resp::Result::Error(batch_error(
+            &error,
+            &stream,
+            state.config.limits.append_size_bytes_max,
+        ))),
+    }
+}
+
+/// A per-batch error as KurrentDB sends it: a google.rpc.Status with one
+/// detail naming the failure.
+fn batch_error(error: &AppendError, stream: &str, append_size_bytes_max: usize) -> rpc::Status {
+    use prost::Message;
+    let (code, name, detail) = match error {
+        AppendError::WrongExpectedRevision { expected, actual, .. } => {
+            use shared::wrong_expected_version::{CurrentStreamRevisionOption as C, ExpectedStreamPositionOption as X};
+            let detail = shared::WrongExpectedVersion {
+                current_stream_revision_option: Some(match actual {
+                    steledb::CurrentRevision::Current(n) => C::CurrentStreamRevision(*n),
+                    steledb::CurrentRevision::NoStream => C::CurrentNoStream(()),
+                }),
+                expected_stream_position_option: Some(match expected {
+                    ExpectedRevision::Exact(n) => X::ExpectedStreamPosition(*n),
+                    ExpectedRevision::Any => X::ExpectedAny(()),
+                    ExpectedRevision::StreamExists => X::ExpectedStreamExists(()),
+                    ExpectedRevision::NoStream => X::ExpectedNoStream(()),
+                }),
+            };
+            (rpc::Code::AlreadyExists, "WrongExpectedVersion", detail.encode_to_vec())
+        }
+        AppendError::StreamDeleted { .. } => {
+            let detail = shared::StreamDeleted { stream_identifier: Some(stream_identifier(stream)) };
+            (rpc::Code::NotFound, "StreamDeleted", detail.encode_to_vec())
+        }
+        AppendError::AppendTooLarge { .. } | AppendError::EventTooLarge { .. } => {
+            let detail = shared::MaximumAppendSizeExceeded {
+                max_append_size: append_size_bytes_max.min(u32::MAX as usize) as u32,
+            };
+            (rpc::Code::InvalidArgument, "MaximumAppendSizeExceeded", detail.encode_to_vec())
+        }
+        AppendError::Overloaded { .. }
+        | AppendError::NoSpace
+        | AppendError::WriterStopped { .. }
+        | AppendError::Read(_) => (rpc::Code::Unavailable, "Unknown", shared::Unknown {}.encode_to_vec()),
+        other => {
+            let detail = shared::BadRequest { message: other.to_string() };
+            (rpc::Code::InvalidArgument, "BadRequest", detail.encode_to_vec())
+        }
+    };
+    rpc::Status {
+        code: code as i32,
+        message: error.to_string(),
+        details: Some(prost_types::Any {
+            type_url: format!("type.googleapis.com/event_store.client.{name}"),
+            value: detail,
+        }),
+    }
+}
+
+fn rpc_status(status: &Status, details: Option<prost_types::Any>) -> rpc::Status {
+    rpc::Status { code: status.code() as i32, message: status.message().to_owned(), details }
+}
