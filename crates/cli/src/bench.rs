@@ -14,11 +14,17 @@ pub enum Workload {
     Append,
     /// Read one stream of `--stream-events` events from the start, repeatedly.
     ReadStream,
-    /// Read `$all` from the start to the end.
+    /// Read `$all` from the start to the end, in pages of owned events.
     ReadAll,
+    /// Scan `$all` from the start to the end with the zero-copy visitor
+    /// (`Store::scan_all`), as a server encoding replies would.
+    ScanAll,
     /// Open the store in `--data-dir` (filling it first if it is empty) and
     /// report the open time and resident memory.
     Open,
+    /// The baseline: a bare 4 KiB write + fdatasync per operation to a
+    /// file, no store at all (`--events` operations).
+    Fsync,
 }
 
 #[derive(Args, Debug)]
@@ -75,7 +81,9 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
         Workload::Append => bench_append(args, &dir),
         Workload::ReadStream => bench_read_stream(args, &dir),
         Workload::ReadAll => bench_read_all(args, &dir),
+        Workload::ScanAll => bench_scan_all(args, &dir),
         Workload::Open => bench_open(args, &dir),
+        Workload::Fsync => bench_fsync(args, &dir),
     };
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
@@ -261,6 +269,33 @@ fn bench_read_all(args: &BenchArgs, dir: &PathBuf) -> Result<Report, String> {
     })
 }
 
+fn bench_scan_all(args: &BenchArgs, dir: &PathBuf) -> Result<Report, String> {
+    let store = open(dir)?;
+    let have = count_all(&store)?;
+    if have < args.events {
+        fill_many(&store, args.events - have, args.event_bytes)?;
+    }
+    let mut events = 0u64;
+    let mut data_bytes = 0u64;
+    let started = Instant::now();
+    store
+        .scan_all(0, |event, _position| {
+            events += 1;
+            data_bytes += event.data.len() as u64;
+            true
+        })
+        .map_err(|e| e.to_string())?;
+    let elapsed = started.elapsed();
+    Ok(Report {
+        workload: "scan-all",
+        events,
+        elapsed,
+        latencies_ns: vec![elapsed.as_nanos() as u64],
+        bytes_written: 0,
+        extra: vec![("data_bytes", data_bytes.into())],
+    })
+}
+
 fn count_all(store: &Store) -> Result<u64, String> {
     if store.end_position() == 0 {
         return Ok(0);
@@ -315,6 +350,32 @@ fn bench_open(args: &BenchArgs, dir: &PathBuf) -> Result<Report, String> {
             ("log_bytes", store.end_position().into()),
             ("resident_memory_peak_kib", peak_rss_kib().into()),
         ],
+    })
+}
+
+fn bench_fsync(args: &BenchArgs, dir: &PathBuf) -> Result<Report, String> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let path = dir.join("fsync-baseline");
+    let mut file = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+    let block = vec![0x5au8; 4096];
+    let mut latencies_ns = Vec::with_capacity(args.events as usize);
+    let started = Instant::now();
+    for _ in 0..args.events {
+        let begun = Instant::now();
+        file.write_all(&block).map_err(|e| e.to_string())?;
+        file.sync_data().map_err(|e| e.to_string())?;
+        latencies_ns.push(begun.elapsed().as_nanos() as u64);
+    }
+    let elapsed = started.elapsed();
+    let _ = std::fs::remove_file(&path);
+    Ok(Report {
+        workload: "fsync",
+        events: args.events,
+        elapsed,
+        latencies_ns,
+        bytes_written: args.events * 4096,
+        extra: vec![("write_bytes", 4096.into())],
     })
 }
 

@@ -26,7 +26,7 @@ mod writer;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{AppendError, IndexError, OpenError, ReadError};
-pub use filter::EventFilter;
+pub use filter::{EventFilter, Pattern};
 pub use limits::Limits;
 pub use metadata::StreamMetadata;
 pub use stele_log::{DiskStorage, Fault, FaultyStorage, Storage};

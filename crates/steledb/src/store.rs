@@ -354,6 +354,27 @@ impl Store {
         }
     }
 
+    /// Visits events of `$all` in log order from `position` without copying
+    /// them: `visit` sees each event borrowed from the read buffer and its
+    /// position, and returns false to stop. Returns the position after the
+    /// last event visited. For consumers that encode events straight into
+    /// their own format (network replies, projections).
+    pub fn scan_all(
+        &self,
+        position: u64,
+        mut visit: impl FnMut(crate::codec::EventView<'_>, u64) -> bool,
+    ) -> Result<u64, ReadError> {
+        let mut cursor = self.shared.reader.cursor(position);
+        loop {
+            let Some((at, record)) = cursor.next_record()? else { return Ok(cursor.position()) };
+            let view = decode_event(record.kind, record.payload)
+                .map_err(|reason| ReadError::BadEvent { position: at, reason })?;
+            if !visit(view, at) {
+                return Ok(cursor.position());
+            }
+        }
+    }
+
     /// The position of the record after the event at `position`; fails if
     /// no event starts there.
     pub fn position_after(&self, position: u64) -> Result<u64, ReadError> {
