@@ -70,7 +70,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         shutdown: shutdown_receiver,
         config: config.clone(),
     });
-    let app = grpc::routes(state.clone()).into_axum_router().merge(http::router(state.clone()));
+    // The fallback answers gRPC clients as tonic would and everyone else with JSON.
+    let app =
+        grpc::routes(state.clone()).into_axum_router().fallback(http::fallback).merge(http::router(state.clone()));
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind { address: config.listen, source })?;

@@ -422,8 +422,23 @@ impl Store {
     }
 
     /// Subscribes to one stream, from a revision (inclusive), the start or the end.
+    /// Catch-up skips what a read would not show (soft-deleted or truncated
+    /// events); a tombstoned stream is `StreamDeleted`.
     pub fn subscribe_stream(&self, stream: &str, start: StreamStart) -> Result<Subscription, ReadError> {
         check_stream_name(stream).map_err(|reason| ReadError::InvalidStreamName { reason })?;
+        let head = self.shared.head(stream)?;
+        if head.tombstoned {
+            return Err(ReadError::StreamDeleted { stream: stream.to_owned() });
+        }
+        let start = match (start, head.last) {
+            (StreamStart::End, _) | (_, None) => start,
+            (StreamStart::Start, Some(last)) | (StreamStart::Revision(_), Some(last)) => {
+                let requested = if let StreamStart::Revision(r) = start { r } else { 0 };
+                let metadata = if stream.starts_with("$$") { None } else { self.shared.metadata(stream)? };
+                let first = metadata.map_or(0, |m| m.first_readable_revision(last));
+                StreamStart::Revision(requested.max(first))
+            }
+        };
         Ok(Subscription::stream(self.shared.clone(), stream, start))
     }
 

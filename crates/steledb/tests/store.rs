@@ -499,3 +499,24 @@ fn a_full_disk_refuses_appends_until_space_returns() {
     let store = Store::open_with(config(dir.path())).unwrap();
     assert_eq!(store.read_stream("s", StreamStart::Start, Direction::Forward, 10).unwrap().len(), 3);
 }
+
+#[test]
+fn stream_subscription_skips_soft_deleted_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(config(dir.path())).unwrap();
+    store.append("cart", ExpectedRevision::NoStream, events(3)).unwrap();
+    store.delete_stream("cart", ExpectedRevision::Exact(2)).unwrap();
+    store.append("cart", ExpectedRevision::NoStream, events(2)).unwrap();
+    let mut subscription = store.subscribe_stream("cart", StreamStart::Start).unwrap();
+    let mut revisions = Vec::new();
+    loop {
+        match subscription.next_timeout(Duration::from_secs(5)).unwrap() {
+            Some(SubscriptionMessage::Event(event)) => revisions.push(event.revision),
+            Some(SubscriptionMessage::CaughtUp { .. }) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(revisions, vec![3, 4]);
+    store.tombstone_stream("cart", ExpectedRevision::Any).unwrap();
+    assert!(matches!(store.subscribe_stream("cart", StreamStart::Start), Err(ReadError::StreamDeleted { .. })));
+}

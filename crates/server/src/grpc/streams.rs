@@ -592,16 +592,16 @@ async fn finish_batch(
 ) -> BatchAppendResp {
     use batch_append_req::options::ExpectedStreamPosition as E;
     let identifier = options.as_ref().and_then(|o| o.stream_identifier.clone());
-    let expected_echo = options.as_ref().and_then(|o| o.expected_stream_position.clone());
+    let expected_echo = options.as_ref().and_then(|o| o.expected_stream_position);
     let reply = |result| BatchAppendResp {
         correlation_id: correlation_id.clone(),
         stream_identifier: identifier.clone(),
         result: Some(result),
-        expected_stream_position: expected_echo.clone().and_then(|e| match e {
-            E::StreamPosition(n) => Some(batch_append_resp::ExpectedStreamPosition::StreamPosition(n)),
-            E::NoStream(()) => Some(batch_append_resp::ExpectedStreamPosition::NoStream(())),
-            E::Any(()) => Some(batch_append_resp::ExpectedStreamPosition::Any(())),
-            E::StreamExists(()) => Some(batch_append_resp::ExpectedStreamPosition::StreamExists(())),
+        expected_stream_position: expected_echo.map(|e| match e {
+            E::StreamPosition(n) => batch_append_resp::ExpectedStreamPosition::StreamPosition(n),
+            E::NoStream(()) => batch_append_resp::ExpectedStreamPosition::NoStream(()),
+            E::Any(()) => batch_append_resp::ExpectedStreamPosition::Any(()),
+            E::StreamExists(()) => batch_append_resp::ExpectedStreamPosition::StreamExists(()),
         }),
     };
     if let Some(status) = error {
