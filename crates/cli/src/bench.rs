@@ -55,6 +55,10 @@ pub struct BenchArgs {
     /// temporary directory, removed afterwards.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// read-stream: visit events borrowed (`Store::scan_stream`) instead of
+    /// returning owned copies (`Store::read_stream`).
+    #[arg(long)]
+    zero_copy: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -220,12 +224,24 @@ fn bench_read_stream(args: &BenchArgs, dir: &PathBuf) -> Result<Report, String> 
     let started = Instant::now();
     for _ in 0..args.reads {
         let begun = Instant::now();
-        let read = store
-            .read_stream(stream, StreamStart::Start, Direction::Forward, args.stream_events as usize)
-            .map_err(|e| e.to_string())?;
+        let read = if args.zero_copy {
+            let mut data_bytes = 0;
+            let visited = store
+                .scan_stream(stream, StreamStart::Start, args.stream_events as usize, |event, _| {
+                    data_bytes += event.data.len()
+                })
+                .map_err(|e| e.to_string())?;
+            assert!(data_bytes > 0);
+            visited
+        } else {
+            store
+                .read_stream(stream, StreamStart::Start, Direction::Forward, args.stream_events as usize)
+                .map_err(|e| e.to_string())?
+                .len()
+        };
         latencies_ns.push(begun.elapsed().as_nanos() as u64);
-        assert_eq!(read.len() as u64, args.stream_events);
-        events += read.len() as u64;
+        assert_eq!(read as u64, args.stream_events);
+        events += read as u64;
     }
     Ok(Report {
         workload: "read-stream",
@@ -233,7 +249,7 @@ fn bench_read_stream(args: &BenchArgs, dir: &PathBuf) -> Result<Report, String> 
         elapsed: started.elapsed(),
         latencies_ns,
         bytes_written: 0,
-        extra: vec![("stream_events", args.stream_events.into())],
+        extra: vec![("stream_events", args.stream_events.into()), ("zero_copy", args.zero_copy.into())],
     })
 }
 

@@ -724,12 +724,19 @@ impl LogReader {
         let end = self.committed_end();
         let mut buffer: Vec<u8> = Vec::new();
         let mut buffer_start = 0u64;
+        // The segment of the previous position: most runs stay in one.
+        let mut current: Option<(Arc<Segment>, u64)> = None;
         for (i, &position) in positions.iter().enumerate() {
             if position >= end {
                 return Err(ReadError::PastEnd { position, end }.into());
             }
-            let (segment, data_end) = self.shared.segment_for(position).expect("segment 0 always exists");
-            let data_end = data_end.min(end);
+            let (segment, data_end) = match current.take() {
+                Some((segment, data_end)) if segment.base <= position && position < data_end => (segment, data_end),
+                _ => {
+                    let (segment, data_end) = self.shared.segment_for(position).expect("segment 0 always exists");
+                    (segment, data_end.min(end))
+                }
+            };
             let buffer_end = buffer_start + buffer.len() as u64;
             let mut frame_in_buffer = position >= buffer_start && position + 4 <= buffer_end && {
                 let at = (position - buffer_start) as usize;
@@ -761,6 +768,7 @@ impl LogReader {
             let at = (position - buffer_start) as usize;
             let record = decode_record(&buffer[at..]).map_err(|reason| bad_record(&segment, position, reason))?;
             f(position, record)?;
+            current = Some((segment, data_end));
         }
         Ok(())
     }

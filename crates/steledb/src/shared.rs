@@ -103,30 +103,44 @@ impl Shared {
 
     /// The events of `stream` with revisions in `[low, high]`, ascending.
     pub fn stream_events(&self, stream: &str, low: u64, high: u64) -> Result<Vec<RecordedEvent>, ReadError> {
+        let mut events = Vec::new();
+        self.visit_stream(stream, low, high, |view, position| events.push(view.to_recorded(position)))?;
+        Ok(events)
+    }
+
+    /// Visits the events of `stream` with revisions in `[low, high]` in
+    /// ascending order, borrowed from the read buffer. Each must agree with
+    /// the index entry that led to it.
+    pub fn visit_stream(
+        &self,
+        stream: &str,
+        low: u64,
+        high: u64,
+        mut visit: impl FnMut(EventView<'_>, u64),
+    ) -> Result<(), ReadError> {
         let entries = self.index.range(stream_hash(stream), low, high.min(TOMBSTONE_REVISION - 1))?;
         let mut positions: Vec<u64> = entries.iter().map(|&(_, p)| p).collect();
+        // Within one stream, log order is revision order.
         positions.sort_unstable();
         positions.dedup();
-        let mut events = Vec::with_capacity(positions.len());
+        // Events arrive in (revision, position) order, as `entries` is sorted:
+        // a forward walk checks each against its entry.
+        let mut next_entry = 0;
         self.reader.read_many(&positions, |position, record| -> Result<(), ReadError> {
             let view = decode(position, record.kind, record.payload)?;
-            if view.stream == stream {
-                events.push(view.to_recorded(position));
+            if view.stream != stream {
+                return Ok(()); // another stream with the same hash
             }
+            while entries.get(next_entry).is_some_and(|&entry| entry < (view.revision, position)) {
+                next_entry += 1;
+            }
+            if entries.get(next_entry) != Some(&(view.revision, position)) {
+                let (stream, revision) = (stream.to_owned(), view.revision);
+                return Err(ReadError::IndexMismatch { stream, revision, position });
+            }
+            visit(view, position);
             Ok(())
-        })?;
-        events.sort_unstable_by_key(|e| e.revision);
-        for event in &events {
-            let indexed = entries.binary_search(&(event.revision, event.position)).is_ok();
-            if !indexed {
-                return Err(ReadError::IndexMismatch {
-                    stream: stream.to_owned(),
-                    revision: event.revision,
-                    position: event.position,
-                });
-            }
-        }
-        Ok(events)
+        })
     }
 
     /// The stream's metadata, from the last event of `$$stream`.

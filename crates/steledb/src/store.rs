@@ -70,6 +70,12 @@ pub struct AllSlice {
     pub is_end: bool,
 }
 
+struct ReadableRange {
+    low: u64,
+    high: u64,
+    metadata: StreamMetadata,
+}
+
 /// What [`Store::verify_log`] found.
 #[derive(Debug, Clone, Default)]
 pub struct LogCheck {
@@ -253,6 +259,49 @@ impl Store {
         direction: Direction,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let Some(range) = self.readable_range(stream, start, direction, limit)? else { return Ok(Vec::new()) };
+        let mut events = self.shared.stream_events(stream, range.low, range.high)?;
+        if range.metadata.max_age_secs.is_some() {
+            let now_us = self.shared.clock.now_us();
+            events.retain(|e| !range.metadata.is_expired(e.recorded_at_us, now_us));
+        }
+        if direction == Direction::Backward {
+            events.reverse();
+        }
+        Ok(events)
+    }
+
+    /// Visits up to `limit` events of a stream forwards from `start`,
+    /// borrowed from the read buffer instead of copied (see `scan_all`).
+    /// Returns the number of events visited. Errors as `read_stream`.
+    pub fn scan_stream(
+        &self,
+        stream: &str,
+        start: StreamStart,
+        limit: usize,
+        mut visit: impl FnMut(crate::codec::EventView<'_>, u64),
+    ) -> Result<usize, ReadError> {
+        let Some(range) = self.readable_range(stream, start, Direction::Forward, limit)? else { return Ok(0) };
+        let now_us = if range.metadata.max_age_secs.is_some() { self.shared.clock.now_us() } else { 0 };
+        let mut visited = 0;
+        self.shared.visit_stream(stream, range.low, range.high, |view, position| {
+            if range.metadata.max_age_secs.is_none() || !range.metadata.is_expired(view.recorded_at_us, now_us) {
+                visited += 1;
+                visit(view, position);
+            }
+        })?;
+        Ok(visited)
+    }
+
+    /// The revisions a read of `limit` events from `start` covers, after
+    /// metadata (`$tb`, `$maxCount`), or `None` when there is nothing to read.
+    fn readable_range(
+        &self,
+        stream: &str,
+        start: StreamStart,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Option<ReadableRange>, ReadError> {
         check_stream_name(stream).map_err(|reason| ReadError::InvalidStreamName { reason })?;
         let head = self.shared.head(stream)?;
         if head.tombstoned {
@@ -268,7 +317,7 @@ impl Store {
         let first = metadata.first_readable_revision(last);
         let limit = limit.min(READ_EVENTS_MAX) as u64;
         if limit == 0 {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let (low, high) = match direction {
             Direction::Forward => {
@@ -289,17 +338,9 @@ impl Store {
             }
         };
         if low > high || high < first {
-            return Ok(Vec::new());
+            return Ok(None);
         }
-        let mut events = self.shared.stream_events(stream, low, high)?;
-        if metadata.max_age_secs.is_some() {
-            let now_us = self.shared.clock.now_us();
-            events.retain(|e| !metadata.is_expired(e.recorded_at_us, now_us));
-        }
-        if direction == Direction::Backward {
-            events.reverse();
-        }
-        Ok(events)
+        Ok(Some(ReadableRange { low, high, metadata }))
     }
 
     /// Reads up to `limit` events of `$all` (matching `filter`, if given).

@@ -520,3 +520,45 @@ fn stream_subscription_skips_soft_deleted_events() {
     store.tombstone_stream("cart", ExpectedRevision::Any).unwrap();
     assert!(matches!(store.subscribe_stream("cart", StreamStart::Start), Err(ReadError::StreamDeleted { .. })));
 }
+
+#[test]
+fn borrowed_scans_see_what_owned_reads_see() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(config(dir.path())).unwrap();
+    for _ in 0..5 {
+        store.append("scanned", ExpectedRevision::Any, events(20)).unwrap();
+        store.append("between", ExpectedRevision::Any, events(3)).unwrap();
+    }
+    store
+        .set_stream_metadata(
+            "scanned",
+            ExpectedRevision::Any,
+            StreamMetadata { truncate_before: Some(10), ..Default::default() },
+        )
+        .unwrap();
+    let owned = store.read_stream("scanned", StreamStart::Revision(5), Direction::Forward, 30).unwrap();
+    let mut scanned = Vec::new();
+    let visited = store
+        .scan_stream("scanned", StreamStart::Revision(5), 30, |event, position| {
+            scanned.push((event.id, event.revision, position, event.data.to_vec()))
+        })
+        .unwrap();
+    assert_eq!(visited, owned.len());
+    assert_eq!(scanned, owned.iter().map(|e| (e.id, e.revision, e.position, e.data.clone())).collect::<Vec<_>>());
+    assert_eq!(scanned.first().map(|s| s.1), Some(10), "truncated events are not visited");
+
+    let mut all = Vec::new();
+    let next = store
+        .scan_all(0, |event, position| {
+            all.push((event.stream.to_owned(), position));
+            all.len() < 7
+        })
+        .unwrap();
+    let owned_all = store.read_all(AllStart::Start, Direction::Forward, 7, None).unwrap();
+    assert_eq!(all, owned_all.events.iter().map(|e| (e.stream.clone(), e.position)).collect::<Vec<_>>());
+    assert_eq!(next, owned_all.next_position);
+    assert!(matches!(
+        store.scan_stream("nothing", StreamStart::Start, 10, |_, _| {}),
+        Err(ReadError::StreamNotFound { .. })
+    ));
+}
