@@ -15,6 +15,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={file}");
     }
     let descriptors = protox::compile(files, ["proto"])?;
-    tonic_build::configure().build_client(false).build_server(true).compile_fds(descriptors)?;
+    tonic_build::configure().build_client(true).build_server(true).compile_fds(descriptors)?;
     Ok(())
 }

@@ -51,6 +51,12 @@ pub struct BenchArgs {
     /// Reads of the stream in the read-stream workload.
     #[arg(long, default_value_t = 2000)]
     reads: u64,
+    /// Run against a server instead of the embedded engine, e.g.
+    /// `kurrentdb://127.0.0.1:2113?tls=false`: append, read-stream and
+    /// read-all (a catch-up subscription to `$all`) over gRPC, with
+    /// `--writers` concurrent clients for append.
+    #[arg(long)]
+    target: Option<String>,
     /// Where the store lives. Default: a fresh directory under the system
     /// temporary directory, removed afterwards.
     #[arg(long)]
@@ -76,6 +82,11 @@ struct Report {
 pub fn run(args: &BenchArgs) -> Result<ExitCode, String> {
     if args.writers == 0 || args.events_per_append == 0 || args.events == 0 {
         return Err("--writers, --events-per-append and --events must be at least 1".into());
+    }
+    if let Some(target) = &args.target {
+        let report = remote_bench(args, target)?;
+        print_report(&report, args);
+        return Ok(ExitCode::SUCCESS);
     }
     let (dir, temporary) = match &args.data_dir {
         Some(dir) => (dir.clone(), false),
@@ -394,6 +405,128 @@ fn bench_fsync(args: &BenchArgs, dir: &PathBuf) -> Result<Report, String> {
         latencies_ns,
         bytes_written: args.events * 4096,
         extra: vec![("write_bytes", 4096.into())],
+    })
+}
+
+fn remote_bench(args: &BenchArgs, target: &str) -> Result<Report, String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        match args.workload {
+            Workload::Append => remote_append(args, target).await,
+            Workload::ReadStream => remote_read_stream(args, target).await,
+            Workload::ReadAll => remote_catch_up(args, target).await,
+            other => Err(format!("--target supports append, read-stream and read-all, not {other:?}")),
+        }
+    })
+}
+
+fn remote_events(
+    ids: &mut IdSource,
+    count: usize,
+    size: usize,
+) -> Vec<stele_server::proto::event_store::client::streams::AppendReq> {
+    (0..count).map(|_| crate::remote::proposed(ids.next(), "BenchEvent", event(Uuid::nil(), size).data)).collect()
+}
+
+async fn remote_append(args: &BenchArgs, target: &str) -> Result<Report, String> {
+    let appends_total = args.events.div_ceil(args.events_per_append as u64);
+    let per_client = appends_total.div_ceil(args.writers as u64);
+    let mut clients = Vec::with_capacity(args.writers);
+    for _ in 0..args.writers {
+        clients.push(crate::remote::connect(target).await?);
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(n, mut client)| {
+            let (count, size) = (args.events_per_append, args.event_bytes);
+            let stream = format!("bench-{}-{n}-{}", std::process::id(), Uuid::new_v4().simple());
+            tokio::spawn(async move {
+                let mut ids = IdSource::new(n as u64);
+                let mut latencies = Vec::with_capacity(per_client as usize);
+                for _ in 0..per_client {
+                    let events = remote_events(&mut ids, count, size);
+                    let begun = Instant::now();
+                    crate::remote::append_any(&mut client, &stream, events).await?;
+                    latencies.push(begun.elapsed().as_nanos() as u64);
+                }
+                Ok::<_, String>(latencies)
+            })
+        })
+        .collect();
+    let mut latencies_ns = Vec::new();
+    for task in tasks {
+        latencies_ns.extend(task.await.map_err(|e| e.to_string())??);
+    }
+    let elapsed = started.elapsed();
+    Ok(Report {
+        workload: "grpc-append",
+        events: latencies_ns.len() as u64 * args.events_per_append as u64,
+        elapsed,
+        latencies_ns,
+        bytes_written: 0,
+        extra: vec![("clients", args.writers.into()), ("events_per_append", args.events_per_append.into())],
+    })
+}
+
+async fn remote_read_stream(args: &BenchArgs, target: &str) -> Result<Report, String> {
+    let mut client = crate::remote::connect(target).await?;
+    let stream = format!("bench-read-{}", Uuid::new_v4().simple());
+    let mut ids = IdSource::new(7);
+    let mut left = args.stream_events;
+    while left > 0 {
+        let n = left.min(500);
+        crate::remote::append_any(&mut client, &stream, remote_events(&mut ids, n as usize, args.event_bytes)).await?;
+        left -= n;
+    }
+    let mut latencies_ns = Vec::with_capacity(args.reads as usize);
+    let started = Instant::now();
+    for _ in 0..args.reads {
+        let begun = Instant::now();
+        let read = crate::remote::read_stream_count(&mut client, &stream, args.stream_events).await?;
+        latencies_ns.push(begun.elapsed().as_nanos() as u64);
+        if read != args.stream_events {
+            return Err(format!("read {read} events, expected {}", args.stream_events));
+        }
+    }
+    Ok(Report {
+        workload: "grpc-read-stream",
+        events: args.reads * args.stream_events,
+        elapsed: started.elapsed(),
+        latencies_ns,
+        bytes_written: 0,
+        extra: vec![("stream_events", args.stream_events.into())],
+    })
+}
+
+/// Appends `--events` events, then times one client's catch-up
+/// subscription to `$all` from the start (it reads the whole log).
+async fn remote_catch_up(args: &BenchArgs, target: &str) -> Result<Report, String> {
+    let mut client = crate::remote::connect(target).await?;
+    let mut ids = IdSource::new(11);
+    let mut left = args.events;
+    let mut stream = 0u64;
+    while left > 0 {
+        let n = left.min(1000);
+        let name = format!("fill-{}-{stream}", std::process::id());
+        crate::remote::append_any(&mut client, &name, remote_events(&mut ids, n as usize, args.event_bytes)).await?;
+        left -= n;
+        stream += 1;
+    }
+    let started = Instant::now();
+    let events = crate::remote::catch_up_all(&mut client).await?;
+    let elapsed = started.elapsed();
+    Ok(Report {
+        workload: "grpc-catch-up-all",
+        events,
+        elapsed,
+        latencies_ns: vec![elapsed.as_nanos() as u64],
+        bytes_written: 0,
+        extra: vec![],
     })
 }
 

@@ -3,6 +3,7 @@
 
 mod bench;
 mod load;
+mod remote;
 mod serve;
 mod verify;
 

@@ -90,6 +90,14 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
             let _ = shutdown_sender.send(true);
         }
     };
+    // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs stall small
+    // replies (a stream read's last frames) by ~40 ms.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::warn!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(signal);
     let mut stopping = state.shutdown.clone();
     tokio::select! {
