@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::convert::{
     append_status, bad_request, new_event, read_status, recorded_event, stream_identifier, stream_name, uuid_from_proto,
 };
-use crate::bridge::{self, blocking};
+use crate::bridge::{self, blocking, Batched};
 use crate::proto::event_store::client as shared;
 use crate::proto::event_store::client::streams::*;
 use crate::proto::google::rpc;
@@ -24,9 +24,9 @@ use crate::state::SharedState;
 
 /// Events fetched from the store per step of a read.
 const READ_PAGE_EVENTS: usize = 512;
-/// Replies buffered per read or subscription before the sender waits for
-/// the client: bounds memory per slow reader.
-const REPLY_BUFFER: usize = 256;
+/// Reply batches buffered per read or subscription before the sender waits
+/// for the client: bounds memory per slow reader (a batch is at most a page).
+const REPLY_BATCHES: usize = 4;
 /// Batches of one BatchAppend call being appended at once.
 const BATCHES_IN_FLIGHT_MAX: usize = 64;
 /// Checkpoint interval for filtered subscriptions that ask for the server's default.
@@ -37,7 +37,8 @@ pub struct StreamsService {
 }
 
 type Reply<T> = Result<Response<T>, Status>;
-type Sender = mpsc::Sender<Result<ReadResp, Status>>;
+/// Replies to a read travel in batches (a page of events at a time).
+type Sender = mpsc::Sender<Vec<Result<ReadResp, Status>>>;
 
 fn content(content: read_resp::Content) -> Result<ReadResp, Status> {
     Ok(ReadResp { content: Some(content) })
@@ -66,7 +67,7 @@ enum ExpectedKind {
 
 #[tonic::async_trait]
 impl streams_server::Streams for StreamsService {
-    type ReadStream = ReceiverStream<Result<ReadResp, Status>>;
+    type ReadStream = Batched<Result<ReadResp, Status>>;
     type BatchAppendStream = ReceiverStream<Result<BatchAppendResp, Status>>;
 
     async fn read(&self, request: Request<ReadReq>) -> Reply<Self::ReadStream> {
@@ -87,7 +88,7 @@ impl streams_server::Streams for StreamsService {
         };
         let stream_option = options.stream_option.ok_or_else(|| bad_request("stream_option is required"))?;
         let count_option = options.count_option.ok_or_else(|| bad_request("count_option is required"))?;
-        let (sender, receiver) = mpsc::channel(REPLY_BUFFER);
+        let (sender, receiver) = mpsc::channel(REPLY_BATCHES);
         let state = self.state.clone();
         state.metrics.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match (stream_option, count_option) {
@@ -133,7 +134,7 @@ impl streams_server::Streams for StreamsService {
                 tokio::spawn(subscribe(state, sender, subscription, uuid_as_string));
             }
         }
-        Ok(Response::new(ReceiverStream::new(receiver)))
+        Ok(Response::new(Batched::new(receiver)))
     }
 
     async fn append(&self, request: Request<Streaming<AppendReq>>) -> Reply<AppendResp> {
@@ -304,20 +305,19 @@ async fn read_stream(
             Ok(events) => events,
             Err(ReadError::StreamNotFound { .. }) => {
                 let not_found = read_resp::StreamNotFound { stream_identifier: Some(stream_identifier(&stream)) };
-                let _ = sender.send(content(read_resp::Content::StreamNotFound(not_found))).await;
+                let _ = sender.send(vec![content(read_resp::Content::StreamNotFound(not_found))]).await;
                 return;
             }
             Err(error) => {
-                let _ = sender.send(Err(read_status(&error))).await;
+                let _ = sender.send(vec![Err(read_status(&error))]).await;
                 return;
             }
         };
         let fetched = events.len();
         let last = events.last().map(|e| e.revision);
-        for event in events {
-            if sender.send(content(read_resp::Content::Event(recorded_event(event, uuid_as_string)))).await.is_err() {
-                return;
-            }
+        let replies = events.into_iter().map(|e| content(read_resp::Content::Event(recorded_event(e, uuid_as_string))));
+        if sender.send(replies.collect()).await.is_err() {
+            return;
         }
         remaining -= fetched as u64;
         match (last, direction) {
@@ -344,8 +344,8 @@ async fn read_all(
         })
         .await;
         if !valid {
-            let _ =
-                sender.send(Err(bad_request(&format!("position {position} is not the position of an event")))).await;
+            let error = bad_request(&format!("position {position} is not the position of an event"));
+            let _ = sender.send(vec![Err(error)]).await;
             return;
         }
     }
@@ -358,15 +358,15 @@ async fn read_all(
             match blocking(move || store.read_all(start, direction, page, filter_for_read.as_ref().as_ref())).await {
                 Ok(slice) => slice,
                 Err(error) => {
-                    let _ = sender.send(Err(read_status(&error))).await;
+                    let _ = sender.send(vec![Err(read_status(&error))]).await;
                     return;
                 }
             };
         remaining -= slice.events.len() as u64;
-        for event in slice.events {
-            if sender.send(content(read_resp::Content::Event(recorded_event(event, uuid_as_string)))).await.is_err() {
-                return;
-            }
+        let page =
+            slice.events.into_iter().map(|e| content(read_resp::Content::Event(recorded_event(e, uuid_as_string))));
+        if sender.send(page.collect()).await.is_err() {
+            return;
         }
         if slice.is_end {
             break;
@@ -377,32 +377,33 @@ async fn read_all(
 
 async fn subscribe(state: SharedState, sender: Sender, subscription: steledb::Subscription, uuid_as_string: bool) {
     let confirmation = read_resp::SubscriptionConfirmation { subscription_id: Uuid::new_v4().to_string() };
-    if sender.send(content(read_resp::Content::Confirmation(confirmation))).await.is_err() {
+    if sender.send(vec![content(read_resp::Content::Confirmation(confirmation))]).await.is_err() {
         return;
     }
-    let mut feed = bridge::drive(state, subscription, REPLY_BUFFER);
+    // Replies are built on the blocking thread that reads the events.
     let mut last_event: Option<(u64, u64)> = None;
-    while let Some(item) = feed.recv().await {
-        let reply = match item {
-            Ok(SubscriptionMessage::Event(event)) => {
-                last_event = Some((event.revision, event.position));
-                content(read_resp::Content::Event(recorded_event(event, uuid_as_string)))
-            }
-            Ok(SubscriptionMessage::CaughtUp { .. }) => content(read_resp::Content::CaughtUp(read_resp::CaughtUp {
+    let convert = move |item: bridge::Feed| match item {
+        Ok(SubscriptionMessage::Event(event)) => {
+            last_event = Some((event.revision, event.position));
+            content(read_resp::Content::Event(recorded_event(event, uuid_as_string)))
+        }
+        Ok(SubscriptionMessage::CaughtUp { .. }) => content(read_resp::Content::CaughtUp(read_resp::CaughtUp {
+            timestamp: Some(timestamp_now()),
+            stream_revision: last_event.map(|(revision, _)| revision as i64),
+            position: last_event.map(|(_, p)| read_resp::Position { commit_position: p, prepare_position: p }),
+        })),
+        Ok(SubscriptionMessage::Checkpoint { position }) => {
+            content(read_resp::Content::Checkpoint(read_resp::Checkpoint {
+                commit_position: position,
+                prepare_position: position,
                 timestamp: Some(timestamp_now()),
-                stream_revision: last_event.map(|(revision, _)| revision as i64),
-                position: last_event.map(|(_, p)| read_resp::Position { commit_position: p, prepare_position: p }),
-            })),
-            Ok(SubscriptionMessage::Checkpoint { position }) => {
-                content(read_resp::Content::Checkpoint(read_resp::Checkpoint {
-                    commit_position: position,
-                    prepare_position: position,
-                    timestamp: Some(timestamp_now()),
-                }))
-            }
-            Err(error) => Err(read_status(&error)),
-        };
-        if sender.send(reply).await.is_err() {
+            }))
+        }
+        Err(error) => Err(read_status(&error)),
+    };
+    let mut batches = bridge::drive_batches(state, subscription, REPLY_BATCHES, convert);
+    while let Some(batch) = batches.recv().await {
+        if sender.send(batch).await.is_err() {
             return;
         }
     }
