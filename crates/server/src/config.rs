@@ -19,8 +19,6 @@ pub struct ServerConfig {
     pub advertise: Option<String>,
     pub segment_size_bytes: u64,
     pub limits: Limits,
-    /// Connections open at once; more are refused until one closes.
-    pub connections_max: usize,
 }
 
 impl Default for ServerConfig {
@@ -31,7 +29,6 @@ impl Default for ServerConfig {
             advertise: None,
             segment_size_bytes: steledb::StoreConfig::new("").segment_size_bytes,
             limits: Limits::default(),
-            connections_max: 10_000,
         }
     }
 }
@@ -49,7 +46,6 @@ pub struct FileConfig {
     pub append_events_max: Option<usize>,
     pub append_streams_max: Option<usize>,
     pub queue_requests_max: Option<usize>,
-    pub connections_max: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +78,6 @@ impl ServerConfig {
         set!(limits.append_events_max, file.append_events_max);
         set!(limits.append_streams_max, file.append_streams_max);
         set!(limits.queue_requests_max, file.queue_requests_max);
-        set!(self.connections_max, file.connections_max);
         if file.advertise.is_some() {
             self.advertise = file.advertise;
         }
