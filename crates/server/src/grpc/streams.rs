@@ -190,36 +190,28 @@ impl streams_server::Streams for StreamsService {
     async fn delete(&self, request: Request<DeleteReq>) -> Reply<DeleteResp> {
         use delete_req::options::ExpectedStreamRevision as E;
         let options = request.into_inner().options.ok_or_else(|| bad_request("delete options are required"))?;
-        let stream = stream_name(options.stream_identifier.as_ref())?;
-        let expected = to_expected(options.expected_stream_revision.map(|e| match e {
+        let expected = options.expected_stream_revision.map(|e| match e {
             E::Revision(n) => ExpectedKind::Exact(n),
             E::NoStream(_) => ExpectedKind::NoStream,
             E::Any(_) => ExpectedKind::Any,
             E::StreamExists(_) => ExpectedKind::StreamExists,
-        }));
-        let store = self.state.store.clone();
-        let result = blocking(move || store.delete_stream(&stream, expected)).await;
-        let result = result.map_err(|e| append_status(&e, self.state.config.limits.append_size_bytes_max))?;
-        let position =
-            delete_resp::Position { commit_position: result.last_position, prepare_position: result.last_position };
+        });
+        let position = self.remove(options.stream_identifier.as_ref(), expected, Removal::Soft).await?;
+        let position = delete_resp::Position { commit_position: position, prepare_position: position };
         Ok(Response::new(DeleteResp { position_option: Some(delete_resp::PositionOption::Position(position)) }))
     }
 
     async fn tombstone(&self, request: Request<TombstoneReq>) -> Reply<TombstoneResp> {
         use tombstone_req::options::ExpectedStreamRevision as E;
         let options = request.into_inner().options.ok_or_else(|| bad_request("tombstone options are required"))?;
-        let stream = stream_name(options.stream_identifier.as_ref())?;
-        let expected = to_expected(options.expected_stream_revision.map(|e| match e {
+        let expected = options.expected_stream_revision.map(|e| match e {
             E::Revision(n) => ExpectedKind::Exact(n),
             E::NoStream(_) => ExpectedKind::NoStream,
             E::Any(_) => ExpectedKind::Any,
             E::StreamExists(_) => ExpectedKind::StreamExists,
-        }));
-        let store = self.state.store.clone();
-        let result = blocking(move || store.tombstone_stream(&stream, expected)).await;
-        let result = result.map_err(|e| append_status(&e, self.state.config.limits.append_size_bytes_max))?;
-        let position =
-            tombstone_resp::Position { commit_position: result.last_position, prepare_position: result.last_position };
+        });
+        let position = self.remove(options.stream_identifier.as_ref(), expected, Removal::Tombstone).await?;
+        let position = tombstone_resp::Position { commit_position: position, prepare_position: position };
         Ok(Response::new(TombstoneResp { position_option: Some(tombstone_resp::PositionOption::Position(position)) }))
     }
 
@@ -228,6 +220,33 @@ impl streams_server::Streams for StreamsService {
         let (sender, receiver) = mpsc::channel(BATCHES_IN_FLIGHT_MAX);
         tokio::spawn(batch_append(self.state.clone(), incoming, sender));
         Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Removal {
+    Soft,
+    Tombstone,
+}
+
+impl StreamsService {
+    /// Deletes (softly, or for good) and returns the position of the record that did it.
+    async fn remove(
+        &self,
+        identifier: Option<&shared::StreamIdentifier>,
+        expected: Option<ExpectedKind>,
+        removal: Removal,
+    ) -> Result<u64, Status> {
+        let stream = stream_name(identifier)?;
+        let expected = to_expected(expected);
+        let store = self.state.store.clone();
+        let result = blocking(move || match removal {
+            Removal::Soft => store.delete_stream(&stream, expected),
+            Removal::Tombstone => store.tombstone_stream(&stream, expected),
+        })
+        .await;
+        let result = result.map_err(|e| append_status(&e, self.state.config.limits.append_size_bytes_max))?;
+        Ok(result.last_position)
     }
 }
 
