@@ -2,6 +2,7 @@
 //! only parses arguments and dispatches.
 
 mod bench;
+mod commands;
 mod load;
 mod remote;
 mod serve;
@@ -30,6 +31,19 @@ enum Command {
         /// The data directory to check (the store must not be open elsewhere).
         data_dir: PathBuf,
     },
+    /// Append events to a stream on a server: one from --type/--data, or
+    /// NDJSON lines from stdin in one atomic append.
+    Append(commands::append::AppendArgs),
+    /// Read a stream or $all from a server, one JSON event per line.
+    Read(commands::read::ReadArgs),
+    /// Follow a stream or $all on a server: a catch-up subscription
+    /// printing events as they arrive, until Ctrl-C.
+    Tail(commands::tail::TailArgs),
+    /// Write all of a server's events ($all) as NDJSON, resumably.
+    Export(commands::export::ExportArgs),
+    /// Append the events of an export file to a server, keeping their ids;
+    /// safe to re-run after an interruption.
+    Import(commands::import::ImportArgs),
     /// Append under load, printing one line per acknowledged append (used
     /// by the crash tests; runs until killed or `--appends` are done).
     #[command(hide = true)]
@@ -42,6 +56,11 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(&args),
         Command::Verify { data_dir } => verify::run(&data_dir),
+        Command::Append(args) => commands::append::run(args),
+        Command::Read(args) => commands::read::run(args),
+        Command::Tail(args) => commands::tail::run(args),
+        Command::Export(args) => commands::export::run(args),
+        Command::Import(args) => commands::import::run(args),
         Command::DebugLoad(args) => load::run(&args),
     };
     match result {

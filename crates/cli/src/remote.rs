@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use stele_server::proto::event_store::client::streams::{
     append_req, append_resp, read_req, read_resp, streams_client::StreamsClient, tombstone_req, tombstone_resp,
-    AppendReq, ReadReq, TombstoneReq,
+    AppendReq, ReadReq, ReadResp, TombstoneReq,
 };
 use stele_server::proto::event_store::client::{uuid, Empty, StreamIdentifier, Uuid as WireUuid};
 use tonic::transport::{Channel, Endpoint};
@@ -212,7 +212,8 @@ impl NewEvent {
 }
 
 fn proposed_message(event: NewEvent) -> AppendReq {
-    let metadata = HashMap::from([("type".to_owned(), event.event_type), ("content-type".to_owned(), event.content_type)]);
+    let metadata =
+        HashMap::from([("type".to_owned(), event.event_type), ("content-type".to_owned(), event.content_type)]);
     AppendReq {
         content: Some(append_req::Content::ProposedMessage(append_req::ProposedMessage {
             id: Some(WireUuid { value: Some(uuid::Value::String(event.id.to_string())) }),
@@ -263,11 +264,8 @@ async fn append_requests(
         })),
     };
     let requests = std::iter::once(options).chain(events);
-    let reply = client
-        .append(tokio_stream::iter(requests))
-        .await
-        .map_err(|status| from_status(&status, stream))?
-        .into_inner();
+    let reply =
+        client.append(tokio_stream::iter(requests)).await.map_err(|status| from_status(&status, stream))?.into_inner();
     match reply.result {
         Some(append_resp::Result::Success(success)) => {
             use append_resp::success::{CurrentRevisionOption, PositionOption};
@@ -369,13 +367,13 @@ impl Source {
 
 /// Where a read starts: a stream revision or a `$all` position for `At`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum From {
+pub enum ReadFrom {
     Start,
     End,
     At(u64),
 }
 
-impl std::str::FromStr for From {
+impl std::str::FromStr for ReadFrom {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
@@ -424,7 +422,7 @@ pub enum Message {
 
 /// The replies of one Read call, decoded as they arrive.
 pub struct Reader {
-    replies: tonic::Streaming<read_resp::ReadResp>,
+    replies: tonic::Streaming<ReadResp>,
     source: String,
 }
 
@@ -512,7 +510,7 @@ fn read_options(
     }
 }
 
-fn stream_option(source: &Source, from: From) -> read_req::options::StreamOption {
+fn stream_option(source: &Source, from: ReadFrom) -> read_req::options::StreamOption {
     use read_req::options::all_options::AllOption;
     use read_req::options::stream_options::RevisionOption;
     use read_req::options::{AllOptions, Position, StreamOption, StreamOptions};
@@ -520,16 +518,18 @@ fn stream_option(source: &Source, from: From) -> read_req::options::StreamOption
         Source::Stream(stream) => StreamOption::Stream(StreamOptions {
             stream_identifier: identifier(stream),
             revision_option: Some(match from {
-                From::Start => RevisionOption::Start(Empty {}),
-                From::End => RevisionOption::End(Empty {}),
-                From::At(revision) => RevisionOption::Revision(revision),
+                ReadFrom::Start => RevisionOption::Start(Empty {}),
+                ReadFrom::End => RevisionOption::End(Empty {}),
+                ReadFrom::At(revision) => RevisionOption::Revision(revision),
             }),
         }),
         Source::All => StreamOption::All(AllOptions {
             all_option: Some(match from {
-                From::Start => AllOption::Start(Empty {}),
-                From::End => AllOption::End(Empty {}),
-                From::At(position) => AllOption::Position(Position { commit_position: position, prepare_position: position }),
+                ReadFrom::Start => AllOption::Start(Empty {}),
+                ReadFrom::End => AllOption::End(Empty {}),
+                ReadFrom::At(position) => {
+                    AllOption::Position(Position { commit_position: position, prepare_position: position })
+                }
             }),
         }),
     }
@@ -547,7 +547,7 @@ fn source_name(source: &Source) -> String {
 pub async fn read(
     client: &mut StreamsClient<Channel>,
     source: &Source,
-    from: From,
+    from: ReadFrom,
     direction: Direction,
     count: u64,
 ) -> Result<Reader, RemoteError> {
@@ -564,36 +564,53 @@ pub async fn read(
 pub async fn subscribe(
     client: &mut StreamsClient<Channel>,
     source: &Source,
-    from: From,
+    from: ReadFrom,
 ) -> Result<Reader, RemoteError> {
     use read_req::options::{CountOption, SubscriptionOptions};
-    let request =
-        read_options(stream_option(source, from), Direction::Forwards, CountOption::Subscription(SubscriptionOptions {}));
+    let request = read_options(
+        stream_option(source, from),
+        Direction::Forwards,
+        CountOption::Subscription(SubscriptionOptions {}),
+    );
     let name = source_name(source);
     let replies = client.read(request).await.map_err(|status| from_status(&status, &name))?.into_inner();
     Ok(Reader { replies, source: name })
 }
 
-/// Reads up to `count` events of a stream from the start; returns how many came.
+/// Reads up to `count` events of a stream from the start; returns how many
+/// came (for the benchmark: counted, not decoded).
 pub async fn read_stream_count(client: &mut StreamsClient<Channel>, stream: &str, count: u64) -> Result<u64, String> {
+    use read_req::options::CountOption;
     let source = Source::Stream(stream.to_owned());
-    let mut reader = read(client, &source, From::Start, Direction::Forwards, count).await?;
+    let request = read_options(stream_option(&source, ReadFrom::Start), Direction::Forwards, CountOption::Count(count));
+    let mut replies = client.read(request).await.map_err(|status| from_status(&status, stream))?.into_inner();
     let mut events = 0;
-    while reader.next_event().await?.is_some() {
-        events += 1;
+    while let Some(reply) = replies.message().await.map_err(|status| from_status(&status, stream))? {
+        match reply.content {
+            Some(read_resp::Content::Event(_)) => events += 1,
+            Some(read_resp::Content::StreamNotFound(_)) => return Err(format!("stream '{stream}' not found")),
+            _ => {}
+        }
     }
     Ok(events)
 }
 
-/// Subscribes to `$all` from the start and counts events until caught up.
+/// Subscribes to `$all` from the start and counts events until caught up
+/// (for the benchmark: counted, not decoded).
 pub async fn catch_up_all(client: &mut StreamsClient<Channel>) -> Result<u64, String> {
-    let mut reader = subscribe(client, &Source::All, From::Start).await?;
+    use read_req::options::{CountOption, SubscriptionOptions};
+    let request = read_options(
+        stream_option(&Source::All, ReadFrom::Start),
+        Direction::Forwards,
+        CountOption::Subscription(SubscriptionOptions {}),
+    );
+    let mut replies = client.read(request).await.map_err(|status| from_status(&status, "$all"))?.into_inner();
     let mut events = 0;
-    while let Some(message) = reader.next().await? {
-        match message {
-            Message::Event(_) => events += 1,
-            Message::CaughtUp => return Ok(events),
-            Message::FellBehind => {}
+    while let Some(reply) = replies.message().await.map_err(|status| from_status(&status, "$all"))? {
+        match reply.content {
+            Some(read_resp::Content::Event(_)) => events += 1,
+            Some(read_resp::Content::CaughtUp(_)) => return Ok(events),
+            _ => {}
         }
     }
     Err("the subscription ended before catching up".to_owned())
