@@ -371,3 +371,71 @@ async fn sigterm_ends_subscriptions_and_exits_cleanly() {
     }
     assert_eq!(count, 5, "acknowledged events survive the restart");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stele_multi_stream_append_is_atomic_over_grpc() {
+    use stele_server::proto::stele::streams::v1 as wire;
+    use wire::multi_stream_append_client::MultiStreamAppendClient;
+
+    let server = support::start();
+    let mut multi = MultiStreamAppendClient::connect(format!("http://{}", server.address())).await.unwrap();
+    let no_stream = || Some(wire::ExpectedRevision { kind: Some(wire::expected_revision::Kind::NoStream(())) });
+    let sign_up = |user: &str| wire::AppendRequest {
+        streams: vec![
+            wire::StreamAppend {
+                stream: "email-ann@example.com".into(),
+                expected_revision: no_stream(),
+                events: vec![wire::ProposedEvent {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    r#type: "EmailReserved".into(),
+                    content_type: "application/json".into(),
+                    data: br#"{"user":"x"}"#.to_vec(),
+                    metadata: Vec::new(),
+                }],
+            },
+            wire::StreamAppend {
+                stream: format!("user-{user}"),
+                expected_revision: no_stream(),
+                events: vec![wire::ProposedEvent {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    r#type: "UserRegistered".into(),
+                    content_type: "application/json".into(),
+                    data: b"{}".to_vec(),
+                    metadata: Vec::new(),
+                }],
+            },
+        ],
+    };
+    match multi.append(sign_up("1")).await.unwrap().into_inner().result {
+        Some(wire::append_response::Result::Success(success)) => {
+            assert_eq!(success.streams.len(), 2);
+            assert_eq!(success.streams[1].stream, "user-1");
+            assert!(success.streams[0].last_position < success.streams[1].first_position);
+        }
+        other => panic!("the first sign-up must succeed, got {other:?}"),
+    }
+    match multi.append(sign_up("2")).await.unwrap().into_inner().result {
+        Some(wire::append_response::Result::Failure(failure)) => {
+            assert_eq!(failure.stream, "email-ann@example.com");
+            match failure.reason {
+                Some(wire::append_failure::Reason::WrongExpectedRevision(wrong)) => assert_eq!(wrong.actual, Some(0)),
+                other => panic!("expected a wrong expected revision, got {other:?}"),
+            }
+        }
+        other => panic!("the second sign-up must fail, got {other:?}"),
+    }
+    let client = client(&server);
+    assert!(matches!(
+        read_revisions(&client, "user-2", &ReadStreamOptions::default()).await,
+        Err(Error::ResourceNotFound)
+    ));
+    let bad = wire::AppendRequest {
+        streams: vec![wire::StreamAppend {
+            stream: "x".into(),
+            expected_revision: None,
+            events: vec![wire::ProposedEvent { id: "not-a-uuid".into(), r#type: "T".into(), ..Default::default() }],
+        }],
+    };
+    let status = multi.append(bad).await.expect_err("an invalid id is refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+}

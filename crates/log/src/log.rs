@@ -718,11 +718,29 @@ impl LogReader {
     pub fn read_many<E: From<ReadError>>(
         &self,
         positions: &[u64],
-        mut f: impl FnMut(u64, RecordRef<'_>) -> Result<(), E>,
+        f: impl FnMut(u64, RecordRef<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         debug_assert!(positions.windows(2).all(|w| w[0] < w[1]));
+        // A window is larger than malloc's mmap threshold: a fresh buffer per
+        // call would cost an mmap, page faults and an munmap every read. Reuse
+        // this thread's, unless a callback is reading re-entrantly.
+        thread_local! {
+            static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUFFER.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buffer) => self.read_many_with(positions, &mut buffer, f),
+            Err(_) => self.read_many_with(positions, &mut Vec::new(), f),
+        })
+    }
+
+    fn read_many_with<E: From<ReadError>>(
+        &self,
+        positions: &[u64],
+        buffer: &mut Vec<u8>,
+        mut f: impl FnMut(u64, RecordRef<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let end = self.committed_end();
-        let mut buffer: Vec<u8> = Vec::new();
+        buffer.clear();
         let mut buffer_start = 0u64;
         // The segment of the previous position: most runs stay in one.
         let mut current: Option<(Arc<Segment>, u64)> = None;
@@ -752,15 +770,15 @@ impl LogReader {
                     .unwrap_or(position);
                 let want_end = (reach + 4096).min(data_end);
                 buffer.resize((want_end - position) as usize, 0);
-                read_exact(&segment, &mut buffer, segment.file_offset(position))?;
+                read_exact(&segment, buffer, segment.file_offset(position))?;
                 buffer_start = position;
-                let length = peek_record_length(&buffer).map_err(|reason| bad_record(&segment, position, reason))?;
+                let length = peek_record_length(buffer).map_err(|reason| bad_record(&segment, position, reason))?;
                 if length > buffer.len() {
                     if position + length as u64 > data_end {
                         return Err(bad_record(&segment, position, FrameError::Truncated).into());
                     }
                     buffer.resize(length, 0);
-                    read_exact(&segment, &mut buffer, segment.file_offset(position))?;
+                    read_exact(&segment, buffer, segment.file_offset(position))?;
                 }
                 frame_in_buffer = true;
             }
