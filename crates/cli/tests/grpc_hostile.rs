@@ -132,3 +132,37 @@ async fn a_batch_append_cut_off_before_its_final_message_writes_nothing() {
     assert_eq!(all.json()["events"].as_array().map(Vec::len), Some(0));
     assert_eq!(server.get("/health").status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_idle_connections_do_not_stop_the_server() {
+    let server = support::start();
+    // Both ends live on this machine: stay well inside the open-files limit.
+    let limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("Max open files"))?.to_owned();
+            line.split_whitespace().nth(3)?.parse::<usize>().ok()
+        })
+        .unwrap_or(1024);
+    let count = 2000.min(limit.saturating_sub(256) / 2);
+    assert!(count >= 300, "the open-files limit ({limit}) is too low for this test");
+    let mut idle = Vec::new();
+    for _ in 0..count {
+        idle.push(std::net::TcpStream::connect(server.address()).expect("connect"));
+    }
+    // Half of them start an HTTP request and never finish it.
+    for stream in idle.iter_mut().step_by(2) {
+        use std::io::Write;
+        let _ = stream.write_all(b"POST /streams/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"ty");
+    }
+    let mut client = StreamsClient::new(channel(&server).await);
+    let read = client
+        .read(stele_server::proto::event_store::client::streams::ReadReq { options: None })
+        .await
+        .expect_err("a read without options is refused");
+    assert_eq!(read.code(), tonic::Code::InvalidArgument);
+    let health = server.get("/health");
+    assert_eq!(health.status, 200, "the server serves others while {count} connections idle");
+    drop(idle);
+    assert_eq!(server.get("/streams/slow").status, 404, "the half-sent appends wrote nothing");
+}
