@@ -214,17 +214,24 @@ impl Index {
             *tables = Arc::new(list);
         }
         *self.memtable.write().unwrap() = Memtable::default();
-        if self.table_count() > TABLES_MAX {
-            self.merge_all()?;
-        }
         Ok(())
     }
 
-    /// Merges every table into one. Runs on the writer thread; its cost
-    /// grows with the index, see ARCHITECTURE.md.
-    fn merge_all(&self) -> Result<(), IndexError> {
+    /// Whether lookups now touch enough tables that they should be merged.
+    pub fn needs_merge(&self) -> bool {
+        self.table_count() > TABLES_MAX
+    }
+
+    /// Merges the tables there are now into one. Meant for a background
+    /// thread: flushes may add tables meanwhile, and readers keep using the
+    /// old tables until the merged one replaces them in one step. Only one
+    /// merge may run at a time (the writer makes sure of it).
+    pub fn merge(&self) -> Result<(), IndexError> {
         let inputs = self.tables.read().unwrap().clone();
-        let (Some(first), Some(last)) = (inputs.first(), inputs.last()) else { return Ok(()) };
+        if inputs.len() < 2 {
+            return Ok(());
+        }
+        let (first, last) = (&inputs[0], &inputs[inputs.len() - 1]);
         let mut iters = Vec::new();
         for table in inputs.iter() {
             iters.push(TableIter::new(table.clone()));
@@ -235,7 +242,14 @@ impl Index {
             let _ = self.storage.remove_file(&table.path);
             return Err(error);
         }
-        *self.tables.write().unwrap() = Arc::new(vec![Arc::new(table)]);
+        {
+            let mut tables = self.tables.write().unwrap();
+            // Tables flushed during the merge come after the inputs.
+            assert!(tables.len() >= inputs.len() && tables.iter().zip(inputs.iter()).all(|(a, b)| Arc::ptr_eq(a, b)));
+            let mut list = vec![Arc::new(table)];
+            list.extend(tables[inputs.len()..].iter().cloned());
+            *tables = Arc::new(list);
+        }
         for table in inputs.iter() {
             self.storage.remove_file(&table.path).map_err(io_error(&table.path))?;
         }
@@ -526,6 +540,9 @@ mod tests {
         for round in 0..20u64 {
             index.insert((0..600).map(|i| entry(i % 5, round * 1000 + i, round * 1000 + i)));
             index.flush((round + 1) * 1000).unwrap();
+            if index.needs_merge() {
+                index.merge().unwrap();
+            }
         }
         assert!(index.table_count() <= TABLES_MAX);
         let mut total = 0;

@@ -114,6 +114,8 @@ pub(crate) struct Writer {
     recent: RecentAppends,
     last_stamp_us: u64,
     memtable_entries_max: usize,
+    /// The index merge running in the background, if any (at most one).
+    merger: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Writer {
@@ -125,6 +127,7 @@ impl Writer {
             recent: RecentAppends::default(),
             last_stamp_us: 0,
             memtable_entries_max,
+            merger: None,
         }
     }
 
@@ -151,6 +154,9 @@ impl Writer {
         }
         // The queue closed: every request was answered. Flushing the index
         // now makes the next open skip the replay.
+        if let Some(merger) = self.merger.take() {
+            let _ = merger.join();
+        }
         if self.log.is_poisoned().is_none() && self.shared.index.memtable_len() > 0 {
             let _ = self.shared.index.flush(self.log.committed_end());
         }
@@ -224,6 +230,7 @@ impl Writer {
                     // Tables are derived state: a failed flush loses nothing
                     // and is retried after the next batch.
                     let _ = self.shared.index.flush(end);
+                    self.start_merge_if_needed();
                 }
             }
             Err(error) => {
@@ -233,6 +240,25 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Merges index tables on a background thread, so appends do not wait
+    /// for a merge whose cost grows with the index.
+    fn start_merge_if_needed(&mut self) {
+        if self.merger.as_ref().is_some_and(|m| !m.is_finished()) || !self.shared.index.needs_merge() {
+            return;
+        }
+        if let Some(finished) = self.merger.take() {
+            let _ = finished.join();
+        }
+        let shared = self.shared.clone();
+        // A merge that fails or cannot start leaves the tables as they were.
+        self.merger = std::thread::Builder::new()
+            .name("stele-index-merge".into())
+            .spawn(move || {
+                let _ = shared.index.merge();
+            })
+            .ok();
     }
 
     fn write_error(&self, error: WriteError) -> AppendError {
