@@ -77,7 +77,15 @@ async fn method_not_allowed(request: Request) -> Response {
 async fn health(State(state): State<SharedState>) -> impl IntoResponse {
     match state.store.writer_stopped() {
         None => {
-            (StatusCode::OK, Json(serde_json::json!({ "status": "ok", "end_position": state.store.end_position() })))
+            let end_position = state.store.end_position();
+            // Appends still work while index flushes fail; say so, still 200.
+            let body = match state.store.index_error() {
+                None => serde_json::json!({ "status": "ok", "end_position": end_position }),
+                Some(error) => {
+                    serde_json::json!({ "status": "degraded", "end_position": end_position, "index_error": error })
+                }
+            };
+            (StatusCode::OK, Json(body))
         }
         Some(cause) => {
             (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "status": "writer_stopped", "cause": cause })))

@@ -89,6 +89,12 @@ impl Metrics {
             "1 once the writer stopped after an I/O failure.",
             i64::from(store.writer_stopped().is_some()),
         );
+        gauge(
+            &mut out,
+            "stele_index_flush_failing",
+            "1 while writing the index out fails (appends go on; memory grows).",
+            i64::from(store.index_error().is_some()),
+        );
 
         let name = "stele_log_sync_latency_seconds";
         let _ = writeln!(out, "# HELP {name} Latency of fdatasync on the log.\n# TYPE {name} histogram");

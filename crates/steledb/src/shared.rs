@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     /// Called by the writer with the new `visible_end` after each commit;
     /// how async front ends learn of new events without polling.
     pub commit_listeners: Mutex<Vec<CommitListener>>,
+    /// Why the last index flush failed, while it keeps failing.
+    pub index_error: Mutex<Option<String>>,
 }
 
 pub type CommitListener = Arc<dyn Fn(u64) + Send + Sync>;

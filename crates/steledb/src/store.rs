@@ -130,6 +130,7 @@ impl Store {
             limits: config.limits,
             writer_stopped: Mutex::new(None),
             commit_listeners: Mutex::new(Vec::new()),
+            index_error: Mutex::new(None),
         });
         let mut writer = Writer::new(shared.clone(), log_writer, config.index_memtable_entries_max);
         let window_from = window_start(&shared, checkpoint);
@@ -238,6 +239,13 @@ impl Store {
     /// be quick) with the new end position after every commit.
     pub fn add_commit_listener(&self, listener: impl Fn(u64) + Send + Sync + 'static) {
         self.shared.commit_listeners.lock().unwrap().push(Arc::new(listener));
+    }
+
+    /// Why writing the index out last failed, while it keeps failing. The
+    /// log is unaffected, but the in-memory part of the index grows until a
+    /// flush succeeds, and the next open replays more.
+    pub fn index_error(&self) -> Option<String> {
+        self.shared.index_error.lock().unwrap().clone()
     }
 
     /// Why the writer stopped accepting appends, if it has (fail-stop).

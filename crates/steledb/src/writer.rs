@@ -116,6 +116,8 @@ pub(crate) struct Writer {
     memtable_entries_max: usize,
     /// The index merge running in the background, if any (at most one).
     merger: Option<std::thread::JoinHandle<()>>,
+    /// Memtable size at which the next flush is tried.
+    flush_at_entries: usize,
 }
 
 impl Writer {
@@ -128,6 +130,7 @@ impl Writer {
             last_stamp_us: 0,
             memtable_entries_max,
             merger: None,
+            flush_at_entries: memtable_entries_max,
         }
     }
 
@@ -226,11 +229,8 @@ impl Writer {
                 for (request, results) in waiting {
                     request.answer(Ok(results));
                 }
-                if self.shared.index.memtable_len() >= self.memtable_entries_max {
-                    // Tables are derived state: a failed flush loses nothing
-                    // and is retried after the next batch.
-                    let _ = self.shared.index.flush(end);
-                    self.start_merge_if_needed();
+                if self.shared.index.memtable_len() >= self.flush_at_entries {
+                    self.flush_index(end);
                 }
             }
             Err(error) => {
@@ -238,6 +238,24 @@ impl Writer {
                 for (request, _) in waiting {
                     request.answer(Err(clone_error(&error)));
                 }
+            }
+        }
+    }
+
+    /// Writes the memtable out as a table. Tables are derived state: a
+    /// failed flush loses nothing, but the memtable keeps growing, so the
+    /// failure is reported (`Store::index_error`) and retried only after
+    /// another memtable's worth of entries rather than after every batch.
+    fn flush_index(&mut self, end: u64) {
+        match self.shared.index.flush(end) {
+            Ok(()) => {
+                *self.shared.index_error.lock().unwrap() = None;
+                self.flush_at_entries = self.memtable_entries_max;
+                self.start_merge_if_needed();
+            }
+            Err(error) => {
+                *self.shared.index_error.lock().unwrap() = Some(error.to_string());
+                self.flush_at_entries = self.shared.index.memtable_len() + self.memtable_entries_max;
             }
         }
     }

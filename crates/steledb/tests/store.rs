@@ -562,3 +562,43 @@ fn borrowed_scans_see_what_owned_reads_see() {
         Err(ReadError::StreamNotFound { .. })
     ));
 }
+
+#[test]
+fn a_failing_index_flush_is_reported_and_appends_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig { index_memtable_entries_max: 4, ..config(dir.path()) };
+    let store = Store::open_with(config.clone()).unwrap();
+    let same_size = |i: u64| vec![NewEvent::json(Uuid::from_u128(u128::from(i) + 1), "Sized", b"{}".to_vec())];
+    store.append("s", ExpectedRevision::Any, same_size(0)).unwrap();
+    let record_bytes = store.end_position();
+    // The flush after the 4th event will create exactly this temporary
+    // file; a file already there makes the flush fail.
+    let blocker = dir.path().join("index").join(format!("{:020}-{:020}.idx.tmp", 0, 4 * record_bytes));
+    std::fs::write(&blocker, b"in the way").unwrap();
+    for i in 1..4 {
+        store.append("s", ExpectedRevision::Any, same_size(i)).unwrap();
+    }
+    assert_eq!(store.end_position(), 4 * record_bytes);
+    // The writer flushes after it has replied: wait for it.
+    let reported = || {
+        (0..200).find_map(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            store.index_error()
+        })
+    };
+    let error = reported().expect("the failed flush is reported");
+    assert!(error.contains("idx.tmp"), "{error}");
+    std::fs::remove_file(&blocker).unwrap();
+    for i in 4..8 {
+        store.append("s", ExpectedRevision::Any, same_size(i)).unwrap();
+    }
+    let cleared = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        store.index_error().is_none()
+    });
+    assert!(cleared, "the retry after another memtable's worth succeeded");
+    assert_eq!(store.read_stream("s", StreamStart::Start, Direction::Forward, 100).unwrap().len(), 8);
+    drop(store);
+    let store = Store::open_with(config).unwrap();
+    assert_eq!(store.read_stream("s", StreamStart::Start, Direction::Forward, 100).unwrap().len(), 8);
+}
