@@ -1,7 +1,8 @@
 //! A small gRPC client for the CLI's commands against a running server,
 //! speaking the same KurrentDB protocol as the official clients (the
 //! generated client of our own `.proto` files). Wire details stay here:
-//! the commands see [`Event`], [`NewEvent`], [`Expected`] and [`RemoteError`].
+//! the commands see the store's `RecordedEvent`, `NewEvent` and `Direction`,
+//! and [`Expected`] and [`RemoteError`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -12,6 +13,7 @@ use stele_server::proto::event_store::client::streams::{
     AppendReq, ReadReq, ReadResp, TombstoneReq,
 };
 use stele_server::proto::event_store::client::{uuid, Empty, StreamIdentifier, Uuid as WireUuid};
+use steledb::{Direction, NewEvent, RecordedEvent};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -194,23 +196,6 @@ fn legacy_current(text: &str) -> Option<Current> {
 
 // ------------------------------------------------------------------ append
 
-/// One event to append, as the commands build it.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    pub id: ::uuid::Uuid,
-    pub event_type: String,
-    pub content_type: String,
-    pub data: Vec<u8>,
-    pub metadata: Vec<u8>,
-}
-
-impl NewEvent {
-    /// Bytes the server counts against its append size limit.
-    pub fn size_bytes(&self) -> usize {
-        self.data.len() + self.metadata.len() + self.event_type.len() + self.content_type.len()
-    }
-}
-
 fn proposed_message(event: NewEvent) -> AppendReq {
     let metadata =
         HashMap::from([("type".to_owned(), event.event_type), ("content-type".to_owned(), event.content_type)]);
@@ -388,32 +373,10 @@ impl std::str::FromStr for ReadFrom {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    Forwards,
-    Backwards,
-}
-
-/// A recorded event, decoded from the wire.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    pub id: ::uuid::Uuid,
-    pub stream: String,
-    pub revision: u64,
-    /// The event's position in `$all`.
-    pub position: u64,
-    pub event_type: String,
-    pub content_type: String,
-    pub data: Vec<u8>,
-    pub metadata: Vec<u8>,
-    /// When the server recorded it, microseconds since the Unix epoch.
-    pub recorded_at_us: u64,
-}
-
 /// One message of a read or subscription that the commands care about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    Event(Event),
+    Event(RecordedEvent),
     /// A subscription has delivered everything there was and is now live.
     CaughtUp,
     /// A live subscription fell behind and is catching up again.
@@ -446,7 +409,7 @@ impl Reader {
     }
 
     /// The next event of a read; None at its end.
-    pub async fn next_event(&mut self) -> Result<Option<Event>, RemoteError> {
+    pub async fn next_event(&mut self) -> Result<Option<RecordedEvent>, RemoteError> {
         loop {
             match self.next().await? {
                 Some(Message::Event(event)) => return Ok(Some(event)),
@@ -457,7 +420,7 @@ impl Reader {
     }
 }
 
-fn decode_event(reply: read_resp::ReadEvent) -> Result<Event, RemoteError> {
+fn decode_event(reply: read_resp::ReadEvent) -> Result<RecordedEvent, RemoteError> {
     let bad = |what: &str| RemoteError::Other(format!("the server sent an event with {what}"));
     let recorded = reply.event.ok_or_else(|| bad("no recorded event"))?;
     let id = match recorded.id.and_then(|id| id.value) {
@@ -475,7 +438,7 @@ fn decode_event(reply: read_resp::ReadEvent) -> Result<Event, RemoteError> {
     // `created` is in ticks of 100 ns since the Unix epoch.
     let created = metadata.remove("created").ok_or_else(|| bad("no 'created' time"))?;
     let created: u64 = created.parse().map_err(|_| bad("an invalid 'created' time"))?;
-    Ok(Event {
+    Ok(RecordedEvent {
         id,
         stream,
         revision: recorded.stream_revision,
@@ -497,8 +460,8 @@ fn read_options(
     ReadReq {
         options: Some(read_req::Options {
             read_direction: match direction {
-                Direction::Forwards => 0,
-                Direction::Backwards => 1,
+                Direction::Forward => 0,
+                Direction::Backward => 1,
             },
             resolve_links: false,
             uuid_option: Some(UuidOption { content: Some(uuid_option::Content::String(Empty {})) }),
@@ -569,7 +532,7 @@ pub async fn subscribe(
     use read_req::options::{CountOption, SubscriptionOptions};
     let request = read_options(
         stream_option(source, from),
-        Direction::Forwards,
+        Direction::Forward,
         CountOption::Subscription(SubscriptionOptions {}),
     );
     let name = source_name(source);
@@ -582,7 +545,7 @@ pub async fn subscribe(
 pub async fn read_stream_count(client: &mut StreamsClient<Channel>, stream: &str, count: u64) -> Result<u64, String> {
     use read_req::options::CountOption;
     let source = Source::Stream(stream.to_owned());
-    let request = read_options(stream_option(&source, ReadFrom::Start), Direction::Forwards, CountOption::Count(count));
+    let request = read_options(stream_option(&source, ReadFrom::Start), Direction::Forward, CountOption::Count(count));
     let mut replies = client.read(request).await.map_err(|status| from_status(&status, stream))?.into_inner();
     let mut events = 0;
     while let Some(reply) = replies.message().await.map_err(|status| from_status(&status, stream))? {
@@ -601,7 +564,7 @@ pub async fn catch_up_all(client: &mut StreamsClient<Channel>) -> Result<u64, St
     use read_req::options::{CountOption, SubscriptionOptions};
     let request = read_options(
         stream_option(&Source::All, ReadFrom::Start),
-        Direction::Forwards,
+        Direction::Forward,
         CountOption::Subscription(SubscriptionOptions {}),
     );
     let mut replies = client.read(request).await.map_err(|status| from_status(&status, "$all"))?.into_inner();

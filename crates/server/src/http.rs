@@ -14,7 +14,6 @@
 
 mod body;
 mod error;
-mod events;
 mod params;
 mod read;
 mod subscribe;

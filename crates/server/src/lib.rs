@@ -3,6 +3,7 @@
 
 mod bridge;
 pub mod config;
+pub mod event_json;
 mod grpc;
 mod http;
 mod metrics;

@@ -9,7 +9,9 @@ use serde_json::value::RawValue;
 
 use super::event_json::{self, CONTENT_TYPE_JSON};
 use super::{runtime, TargetArgs};
-use crate::remote::{self, Expected, NewEvent};
+use steledb::NewEvent;
+
+use crate::remote::{self, Expected};
 
 #[derive(Args, Debug)]
 pub struct AppendArgs {

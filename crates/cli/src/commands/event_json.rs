@@ -11,65 +11,20 @@
 //! again ([`parse_line`]), which is what makes export and import lossless.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 
 use base64::Engine;
 use serde_json::value::RawValue;
 
-use crate::remote::{Event, NewEvent};
+use steledb::{NewEvent, RecordedEvent};
 
-pub const CONTENT_TYPE_JSON: &str = "application/json";
-const CONTENT_TYPE_BINARY: &str = "application/octet-stream";
+use steledb::CONTENT_TYPE_BINARY;
+pub use steledb::CONTENT_TYPE_JSON;
 
-/// Appends `event` as one line of JSON, newline included.
-pub fn write_line(out: &mut Vec<u8>, event: &Event) {
-    let start = out.len();
-    out.extend_from_slice(b"{\"id\":\"");
-    out.extend_from_slice(event.id.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).as_bytes());
-    out.extend_from_slice(b"\",\"stream\":");
-    write_string(out, &event.stream);
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, ",\"revision\":{},\"position\":{},\"type\":", event.revision, event.position);
-    write_string(out, &event.event_type);
-    out.extend_from_slice(b",\"content_type\":");
-    write_string(out, &event.content_type);
-    if event.content_type == CONTENT_TYPE_JSON && is_json_text(&event.data) {
-        out.extend_from_slice(b",\"data\":");
-        out.extend_from_slice(&event.data);
-    } else {
-        write_base64(out, "data_base64", &event.data);
-    }
-    if !event.metadata.is_empty() {
-        if is_json_text(&event.metadata) {
-            out.extend_from_slice(b",\"metadata\":");
-            out.extend_from_slice(&event.metadata);
-        } else {
-            write_base64(out, "metadata_base64", &event.metadata);
-        }
-    }
-    let _ = write!(out, ",\"recorded_at_us\":{}}}", event.recorded_at_us);
-    for byte in &mut out[start..] {
-        if matches!(*byte, b'\r' | b'\n') {
-            *byte = b' ';
-        }
-    }
+/// Appends `event` as one line of JSON, newline included, in the server's
+/// HTTP shape (one writer serves both: `stele_server::event_json`).
+pub fn write_line(out: &mut Vec<u8>, event: &RecordedEvent) {
+    stele_server::event_json::write_event_line(out, event);
     out.push(b'\n');
-}
-
-fn write_string(out: &mut Vec<u8>, text: &str) {
-    // Serializing a &str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, text);
-}
-
-fn write_base64(out: &mut Vec<u8>, key: &str, bytes: &[u8]) {
-    let _ = write!(out, ",\"{key}\":\"");
-    out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(bytes).as_bytes());
-    out.push(b'"');
-}
-
-/// True when `bytes` can be placed verbatim into a JSON document.
-pub fn is_json_text(bytes: &[u8]) -> bool {
-    std::str::from_utf8(bytes).is_ok_and(|text| serde_json::from_str::<&RawValue>(text).is_ok())
 }
 
 /// An event read back from a line: what to append, and where it was.
@@ -167,8 +122,8 @@ pub fn parse_line(line: &str) -> Result<LineEvent, String> {
 mod tests {
     use super::*;
 
-    fn event(content_type: &str, data: &[u8], metadata: &[u8]) -> Event {
-        Event {
+    fn event(content_type: &str, data: &[u8], metadata: &[u8]) -> RecordedEvent {
+        RecordedEvent {
             id: uuid::Uuid::from_u128(0x1234),
             stream: "s\"1".to_owned(),
             revision: 3,
@@ -181,7 +136,7 @@ mod tests {
         }
     }
 
-    fn line(event: &Event) -> String {
+    fn line(event: &RecordedEvent) -> String {
         let mut out = Vec::new();
         write_line(&mut out, event);
         String::from_utf8(out).unwrap()

@@ -10,7 +10,9 @@ use clap::Args;
 
 use super::progress::Progress;
 use super::{event_json, runtime, stdout_failed, TargetArgs};
-use crate::remote::{self, Direction, ReadFrom, RemoteError, Source};
+use steledb::Direction;
+
+use crate::remote::{self, ReadFrom, RemoteError, Source};
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
@@ -117,7 +119,7 @@ async fn export(args: &ExportArgs, from: Resume, out: &mut impl Write, name: &st
         // A page after the first starts at the last event written, which is read again and skipped.
         let count = args.page_size + u64::from(skip_through.is_some());
         let mut reader =
-            remote::read(&mut client, &Source::All, start, Direction::Forwards, count).await.map_err(|e| {
+            remote::read(&mut client, &Source::All, start, Direction::Forward, count).await.map_err(|e| {
                 match (from, written) {
                     (Resume::After(position), 0) => format!("cannot resume {name} after position {position}: {e}"),
                     _ => e.to_string(),

@@ -24,7 +24,9 @@ use tonic::transport::Channel;
 
 use super::progress::Progress;
 use super::{event_json, runtime, TargetArgs};
-use crate::remote::{self, Current, Direction, Expected, NewEvent, ReadFrom, RemoteError, Source};
+use steledb::{Direction, NewEvent};
+
+use crate::remote::{self, Current, Expected, ReadFrom, RemoteError, Source};
 
 /// Events per append call at most.
 const GROUP_EVENTS_MAX: usize = 1000;
@@ -248,7 +250,7 @@ impl Import<'_> {
     async fn same_ids(&mut self, stream: &str, first_revision: u64, ids: &[uuid::Uuid]) -> Result<bool, String> {
         let source = Source::Stream(stream.to_owned());
         let from = ReadFrom::At(first_revision);
-        let mut reader = remote::read(&mut self.client, &source, from, Direction::Forwards, ids.len() as u64).await?;
+        let mut reader = remote::read(&mut self.client, &source, from, Direction::Forward, ids.len() as u64).await?;
         let mut stored = Vec::new();
         while let Some(event) = reader.next_event().await? {
             stored.push((event.revision, event.id));

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::{event_json, runtime, stdout_failed, TargetArgs};
-use crate::remote::{self, Direction, ReadFrom, Source};
+use steledb::Direction;
+
+use crate::remote::{self, ReadFrom, Source};
 
 #[derive(Args, Debug)]
 pub struct ReadArgs {
@@ -29,7 +31,7 @@ pub struct ReadArgs {
 
 pub fn run(args: ReadArgs) -> Result<ExitCode, String> {
     let (direction, default_from) =
-        if args.backwards { (Direction::Backwards, ReadFrom::End) } else { (Direction::Forwards, ReadFrom::Start) };
+        if args.backwards { (Direction::Backward, ReadFrom::End) } else { (Direction::Forward, ReadFrom::Start) };
     let source = Source::parse(&args.stream);
     runtime()?.block_on(async move {
         let mut client = remote::connect(&args.target.target).await?;

@@ -115,7 +115,10 @@ impl streams_server::Streams for StreamsService {
                     StreamStart::Revision(r) => StreamStart::Revision(r.saturating_add(1)),
                     other => other,
                 };
-                let subscription = state.store.subscribe_stream(&name, start).map_err(|e| read_status(&e))?;
+                // Finding where to start reads the index and the log: off the async threads.
+                let store = state.store.clone();
+                let subscription =
+                    blocking(move || store.subscribe_stream(&name, start)).await.map_err(|e| read_status(&e))?;
                 tokio::spawn(subscribe(state, sender, subscription, uuid_as_string));
             }
             (StreamOption::All(all), CountOption::Subscription(_)) => {

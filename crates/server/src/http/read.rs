@@ -8,10 +8,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use steledb::{AllStart, Direction, EventFilter, Store, StreamStart};
 
-use super::events::write_event;
 use super::params::{stream_name, Params, RawQuery};
 use super::{json_bytes, ApiError};
 use crate::bridge::blocking;
+use crate::event_json::write_event;
 use crate::state::SharedState;
 
 /// Events fetched from the store per step; bounds what one step holds.

@@ -16,15 +16,15 @@ use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use steledb::{AllStart, ReadError, StreamStart, Subscription, SubscriptionMessage};
+use steledb::{AllStart, StreamStart, Subscription, SubscriptionMessage};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
-use super::events::event_line;
 use super::params::{stream_name, Params, RawQuery};
 use super::read::check_position;
 use super::ApiError;
 use crate::bridge::{self, blocking};
+use crate::event_json::event_line;
 use crate::state::SharedState;
 
 /// Messages buffered per subscriber before the store side waits for it.
@@ -45,23 +45,9 @@ pub async fn subscribe_stream(
         let params = Params::parse(query, &["from"], &[])?;
         let start = params.stream_start(StreamStart::Start)?;
         let store = state.store.clone();
-        let subscription = blocking(move || -> Result<Subscription, ReadError> {
-            // Refuse a tombstoned stream up front rather than mid-response.
-            let last = store.stream_revision(&stream)?;
-            // Start no earlier than reads would: events before a soft delete
-            // (or truncated by metadata) are not delivered.
-            let start = match (start, last) {
-                (StreamStart::End, _) | (_, None) => start,
-                (StreamStart::Start, Some(last)) => {
-                    StreamStart::Revision(store.stream_metadata(&stream)?.first_readable_revision(last))
-                }
-                (StreamStart::Revision(revision), Some(last)) => {
-                    StreamStart::Revision(revision.max(store.stream_metadata(&stream)?.first_readable_revision(last)))
-                }
-            };
-            store.subscribe_stream(&stream, start)
-        })
-        .await?;
+        // The store refuses a tombstoned stream up front and starts no
+        // earlier than a read would (after a soft delete or truncation).
+        let subscription = blocking(move || store.subscribe_stream(&stream, start)).await?;
         Ok::<_, ApiError>(subscription)
     };
     match started.await {

@@ -65,16 +65,23 @@ fn is_json_text(bytes: &[u8]) -> bool {
     std::str::from_utf8(bytes).is_ok_and(|text| serde_json::from_str::<IgnoredAny>(text).is_ok())
 }
 
-/// One event as a single line of JSON (for Server-Sent Events): a raw line
-/// break inside valid JSON can only be whitespace, so it becomes a space.
-pub fn event_line(event: &RecordedEvent) -> String {
-    let mut out = Vec::with_capacity(256 + event.data.len() + event.metadata.len());
-    write_event(&mut out, event);
-    for byte in &mut out {
+/// Appends `event` as a single line of JSON (Server-Sent Events, the CLI's
+/// NDJSON), without the final newline: a raw line break inside valid JSON
+/// can only be whitespace, so it becomes a space.
+pub fn write_event_line(out: &mut Vec<u8>, event: &RecordedEvent) {
+    let start = out.len();
+    write_event(out, event);
+    for byte in &mut out[start..] {
         if matches!(*byte, b'\r' | b'\n') {
             *byte = b' ';
         }
     }
+}
+
+/// [`write_event_line`] into a new string.
+pub fn event_line(event: &RecordedEvent) -> String {
+    let mut out = Vec::with_capacity(256 + event.data.len() + event.metadata.len());
+    write_event_line(&mut out, event);
     // Everything written is UTF-8: strings from serde_json, JSON text checked above.
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
