@@ -438,17 +438,17 @@ fn decode_event(reply: read_resp::ReadEvent) -> Result<RecordedEvent, RemoteErro
     // `created` is in ticks of 100 ns since the Unix epoch.
     let created = metadata.remove("created").ok_or_else(|| bad("no 'created' time"))?;
     let created: u64 = created.parse().map_err(|_| bad("an invalid 'created' time"))?;
-    Ok(RecordedEvent {
+    Ok(RecordedEvent::new(steledb::RecordedEventParts {
         id,
-        stream,
+        stream: &stream,
         revision: recorded.stream_revision,
         position: recorded.commit_position,
-        event_type,
-        content_type,
-        data: recorded.data,
-        metadata: recorded.custom_metadata,
+        event_type: &event_type,
+        content_type: &content_type,
+        data: &recorded.data,
+        metadata: &recorded.custom_metadata,
         recorded_at_us: created / 10,
-    })
+    }))
 }
 
 fn read_options(

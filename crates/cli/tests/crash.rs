@@ -73,7 +73,7 @@ impl History {
         let mut located: HashMap<Uuid, (String, u64, u64)> = HashMap::new();
         let all = store.read_all(AllStart::Start, Direction::Forward, usize::MAX, None).unwrap().events;
         assert!(all.windows(2).all(|w| w[0].position < w[1].position), "$all positions must strictly increase");
-        let streams: HashSet<&str> = all.iter().map(|e| e.stream.as_str()).collect();
+        let streams: HashSet<&str> = all.iter().map(|e| e.stream()).collect();
         for stream in streams {
             let events = store.read_stream(stream, StreamStart::Start, Direction::Forward, usize::MAX).unwrap();
             for (i, event) in events.iter().enumerate() {

@@ -740,7 +740,9 @@ impl LogReader {
         mut f: impl FnMut(u64, RecordRef<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         let end = self.committed_end();
-        buffer.clear();
+        // `buffer[..valid]` holds the log from `buffer_start`. The buffer only
+        // grows, so refilling it does not zero it again every call.
+        let mut valid = 0usize;
         let mut buffer_start = 0u64;
         // The segment of the previous position: most runs stay in one.
         let mut current: Option<(Arc<Segment>, u64)> = None;
@@ -755,7 +757,7 @@ impl LogReader {
                     (segment, data_end.min(end))
                 }
             };
-            let buffer_end = buffer_start + buffer.len() as u64;
+            let buffer_end = buffer_start + valid as u64;
             let mut frame_in_buffer = position >= buffer_start && position + 4 <= buffer_end && {
                 let at = (position - buffer_start) as usize;
                 peek_record_length(&buffer[at..]).is_ok_and(|n| position + n as u64 <= buffer_end)
@@ -769,22 +771,29 @@ impl LogReader {
                     .copied()
                     .unwrap_or(position);
                 let want_end = (reach + 4096).min(data_end);
-                buffer.resize((want_end - position) as usize, 0);
-                read_exact(&segment, buffer, segment.file_offset(position))?;
+                valid = (want_end - position) as usize;
+                if buffer.len() < valid {
+                    buffer.resize(valid, 0);
+                }
+                read_exact(&segment, &mut buffer[..valid], segment.file_offset(position))?;
                 buffer_start = position;
-                let length = peek_record_length(buffer).map_err(|reason| bad_record(&segment, position, reason))?;
-                if length > buffer.len() {
+                let length =
+                    peek_record_length(&buffer[..valid]).map_err(|reason| bad_record(&segment, position, reason))?;
+                if length > valid {
                     if position + length as u64 > data_end {
                         return Err(bad_record(&segment, position, FrameError::Truncated).into());
                     }
-                    buffer.resize(length, 0);
-                    read_exact(&segment, buffer, segment.file_offset(position))?;
+                    valid = length;
+                    if buffer.len() < valid {
+                        buffer.resize(valid, 0);
+                    }
+                    read_exact(&segment, &mut buffer[..valid], segment.file_offset(position))?;
                 }
                 frame_in_buffer = true;
             }
             debug_assert!(frame_in_buffer);
             let at = (position - buffer_start) as usize;
-            let record = decode_record(&buffer[at..]).map_err(|reason| bad_record(&segment, position, reason))?;
+            let record = decode_record(&buffer[at..valid]).map_err(|reason| bad_record(&segment, position, reason))?;
             f(position, record)?;
             current = Some((segment, data_end));
         }

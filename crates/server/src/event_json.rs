@@ -17,24 +17,24 @@ pub fn write_event(out: &mut Vec<u8>, event: &RecordedEvent) {
     out.extend_from_slice(b"{\"id\":\"");
     out.extend_from_slice(event.id.hyphenated().encode_lower(&mut steledb::Uuid::encode_buffer()).as_bytes());
     out.extend_from_slice(b"\",\"stream\":");
-    write_string(out, &event.stream);
+    write_string(out, &event.stream());
     // Writing to a Vec cannot fail.
     let _ = write!(out, ",\"revision\":{},\"position\":{},\"type\":", event.revision, event.position);
-    write_string(out, &event.event_type);
+    write_string(out, &event.event_type());
     out.extend_from_slice(b",\"content_type\":");
-    write_string(out, &event.content_type);
-    if event.is_json() && is_json_text(&event.data) {
+    write_string(out, &event.content_type());
+    if event.is_json() && is_json_text(&event.data()) {
         out.extend_from_slice(b",\"data\":");
-        out.extend_from_slice(&event.data);
+        out.extend_from_slice(&event.data());
     } else {
-        write_base64(out, "data_base64", &event.data);
+        write_base64(out, "data_base64", &event.data());
     }
-    if !event.metadata.is_empty() {
-        if is_json_text(&event.metadata) {
+    if !event.metadata().is_empty() {
+        if is_json_text(&event.metadata()) {
             out.extend_from_slice(b",\"metadata\":");
-            out.extend_from_slice(&event.metadata);
+            out.extend_from_slice(&event.metadata());
         } else {
-            write_base64(out, "metadata_base64", &event.metadata);
+            write_base64(out, "metadata_base64", &event.metadata());
         }
     }
     let _ = write!(out, ",\"recorded_at_us\":{}}}", event.recorded_at_us);
@@ -80,7 +80,7 @@ pub fn write_event_line(out: &mut Vec<u8>, event: &RecordedEvent) {
 
 /// [`write_event_line`] into a new string.
 pub fn event_line(event: &RecordedEvent) -> String {
-    let mut out = Vec::with_capacity(256 + event.data.len() + event.metadata.len());
+    let mut out = Vec::with_capacity(256 + event.data().len() + event.metadata().len());
     write_event_line(&mut out, event);
     // Everything written is UTF-8: strings from serde_json, JSON text checked above.
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
@@ -91,17 +91,17 @@ mod tests {
     use super::*;
 
     fn event(content_type: &str, data: &[u8], metadata: &[u8]) -> RecordedEvent {
-        RecordedEvent {
+        RecordedEvent::new(steledb::RecordedEventParts {
             id: steledb::Uuid::nil(),
-            stream: "s\"1".to_owned(),
+            stream: "s\"1",
             revision: 3,
             position: 99,
-            event_type: "T".to_owned(),
-            content_type: content_type.to_owned(),
-            data: data.to_vec(),
-            metadata: metadata.to_vec(),
+            event_type: "T",
+            content_type,
+            data,
+            metadata,
             recorded_at_us: 7,
-        }
+        })
     }
 
     fn json(event: &RecordedEvent) -> serde_json::Value {

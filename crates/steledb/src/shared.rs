@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use stele_log::LogReader;
 
 use crate::clock::Clock;
-use crate::codec::{decode_event, stream_hash, EventView};
+use crate::codec::{decode_event, stream_hash, EventArena, EventView};
 use crate::error::ReadError;
 use crate::index::Index;
 use crate::limits::Limits;
@@ -77,6 +77,12 @@ impl Shared {
         Ok(decode(position, record.kind, &record.payload)?.to_recorded(position))
     }
 
+    /// Whether the event at `position` belongs to `stream`.
+    fn is_event_of(&self, position: u64, stream: &str) -> Result<bool, ReadError> {
+        let record = self.reader.read(position)?;
+        Ok(decode(position, record.kind, &record.payload)?.stream == stream)
+    }
+
     /// The stream's head, found through the index and confirmed against
     /// the log (two streams may share a hash).
     pub fn head(&self, stream: &str) -> Result<Head, ReadError> {
@@ -84,13 +90,13 @@ impl Shared {
         let Some((revision, position)) = self.index.last(hash)? else {
             return Ok(Head::default());
         };
-        if self.event_at(position)?.stream == stream {
+        if self.is_event_of(position, stream)? {
             return Ok(head_from(revision, || self.last_live_revision(stream, hash, revision)));
         }
         // A hash collision: walk this hash's entries from the top.
         let entries = self.index.range(hash, 0, u64::MAX)?;
         for &(revision, position) in entries.iter().rev() {
-            if self.event_at(position)?.stream == stream {
+            if self.is_event_of(position, stream)? {
                 return Ok(head_from(revision, || self.last_live_revision(stream, hash, revision)));
             }
         }
@@ -100,13 +106,14 @@ impl Shared {
     /// The last revision below a tombstone, for reporting.
     fn last_live_revision(&self, stream: &str, hash: u64, below: u64) -> Option<u64> {
         let entries = self.index.range(hash, 0, below.saturating_sub(1)).ok()?;
-        entries.iter().rev().find(|(_, p)| self.event_at(*p).is_ok_and(|e| e.stream == stream)).map(|(r, _)| *r)
+        entries.iter().rev().find(|(_, p)| self.is_event_of(*p, stream).unwrap_or(false)).map(|(r, _)| *r)
     }
 
     /// The events of `stream` with revisions in `[low, high]`, ascending.
     pub fn stream_events(&self, stream: &str, low: u64, high: u64) -> Result<Vec<RecordedEvent>, ReadError> {
-        let mut events = Vec::new();
-        self.visit_stream(stream, low, high, |view, position| events.push(view.to_recorded(position)))?;
+        let mut events = Vec::with_capacity(high.saturating_sub(low).saturating_add(1).min(1024) as usize);
+        let mut arena = EventArena::default();
+        self.visit_stream(stream, low, high, |view, position| events.push(arena.event(&view, position)))?;
         Ok(events)
     }
 
@@ -153,7 +160,7 @@ impl Shared {
         let events = self.stream_events(&metadata_stream, last, last)?;
         // Metadata was validated when written; an unreadable one (written by
         // a newer version, say) counts as none rather than failing reads.
-        Ok(events.last().and_then(|e| StreamMetadata::from_json(&e.data).ok()))
+        Ok(events.last().and_then(|e| StreamMetadata::from_json(e.data()).ok()))
     }
 }
 

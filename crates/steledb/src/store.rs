@@ -11,7 +11,7 @@ use std::time::Instant;
 use stele_log::{DiskStorage, LogConfig, Recovery, Storage};
 
 use crate::clock::{Clock, SystemClock};
-use crate::codec::{decode_event, stream_hash};
+use crate::codec::{decode_event, stream_hash, EventArena};
 use crate::error::{AppendError, OpenError, ReadError};
 use crate::filter::EventFilter;
 use crate::index::{Entry, Index};
@@ -369,6 +369,7 @@ impl Store {
             AllStart::Position(p) => p,
         };
         let mut events = Vec::new();
+        let mut arena = EventArena::default();
         let matches = |stream: &str, event_type: &str| filter.is_none_or(|f| f.matches(stream, event_type));
         match direction {
             Direction::Forward => {
@@ -380,7 +381,7 @@ impl Store {
                     let view = decode_event(record.kind, record.payload)
                         .map_err(|reason| ReadError::BadEvent { position: at, reason })?;
                     if matches(view.stream, view.event_type) {
-                        events.push(view.to_recorded(at));
+                        events.push(arena.event(&view, at));
                     }
                 }
                 Ok(AllSlice { events, next_position: cursor.position(), is_end: cursor.position() >= end })
@@ -395,7 +396,7 @@ impl Store {
                     let view = decode_event(record.kind, &record.payload)
                         .map_err(|reason| ReadError::BadEvent { position, reason })?;
                     if matches(view.stream, view.event_type) {
-                        events.push(view.to_recorded(position));
+                        events.push(arena.event(&view, position));
                     }
                 }
                 Ok(AllSlice { events, next_position: position, is_end: position == 0 })
@@ -563,10 +564,10 @@ impl Store {
                 return;
             }
             match self.shared.event_at(entry.position) {
-                Ok(event) if stream_hash(&event.stream) == entry.hash && event.revision == entry.revision => {}
+                Ok(event) if stream_hash(event.stream()) == entry.hash && event.revision == entry.revision => {}
                 Ok(event) => {
                     failure = Some(ReadError::IndexMismatch {
-                        stream: event.stream,
+                        stream: event.stream().to_owned(),
                         revision: entry.revision,
                         position: entry.position,
                     })

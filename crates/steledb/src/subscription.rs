@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use stele_log::Cursor;
 
-use crate::codec::decode_event;
+use crate::codec::{decode_event, EventArena};
 use crate::error::ReadError;
 use crate::filter::EventFilter;
 use crate::shared::Shared;
@@ -51,6 +51,8 @@ pub struct Subscription {
     pending: VecDeque<SubscriptionMessage>,
     caught_up: bool,
     scanned_since_checkpoint: u64,
+    /// Where delivered events are copied to.
+    arena: EventArena,
 }
 
 impl Subscription {
@@ -67,7 +69,15 @@ impl Subscription {
         };
         let cursor = shared.reader.cursor(position);
         let target = Target::All { filter, checkpoint_interval: checkpoint_interval.max(1) };
-        Self { shared, cursor, target, pending: VecDeque::new(), caught_up: false, scanned_since_checkpoint: 0 }
+        Self {
+            shared,
+            cursor,
+            target,
+            pending: VecDeque::new(),
+            caught_up: false,
+            scanned_since_checkpoint: 0,
+            arena: EventArena::default(),
+        }
     }
 
     pub(crate) fn stream(shared: Arc<Shared>, stream: &str, start: StreamStart) -> Self {
@@ -80,7 +90,15 @@ impl Subscription {
         };
         let cursor = shared.reader.cursor(boundary);
         let target = Target::Stream { name: stream.to_owned(), next_revision, catch_up_until };
-        Self { shared, cursor, target, pending: VecDeque::new(), caught_up: false, scanned_since_checkpoint: 0 }
+        Self {
+            shared,
+            cursor,
+            target,
+            pending: VecDeque::new(),
+            caught_up: false,
+            scanned_since_checkpoint: 0,
+            arena: EventArena::default(),
+        }
     }
 
     /// The log position the subscription has read up to.
@@ -143,7 +161,7 @@ impl Subscription {
             match &mut self.target {
                 Target::All { filter, checkpoint_interval } => {
                     if filter.as_ref().is_none_or(|f| f.matches(view.stream, view.event_type)) {
-                        self.pending.push_back(SubscriptionMessage::Event(view.to_recorded(position)));
+                        self.pending.push_back(SubscriptionMessage::Event(self.arena.event(&view, position)));
                     } else {
                         self.scanned_since_checkpoint += 1;
                         if self.scanned_since_checkpoint >= *checkpoint_interval {
@@ -162,7 +180,7 @@ impl Subscription {
                     }
                     if view.revision >= *next_revision {
                         *next_revision = view.revision + 1;
-                        self.pending.push_back(SubscriptionMessage::Event(view.to_recorded(position)));
+                        self.pending.push_back(SubscriptionMessage::Event(self.arena.event(&view, position)));
                     }
                 }
             }

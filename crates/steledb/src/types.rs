@@ -1,5 +1,9 @@
 use crate::limits::{CONTENT_TYPE_BYTES_MAX, EVENT_TYPE_BYTES_MAX, STREAM_NAME_BYTES_MAX};
 
+pub use bytes::Bytes;
+use bytes::BytesMut;
+
+use crate::codec::EventView;
 pub use uuid::Uuid;
 
 /// The optimistic-concurrency check of an append.
@@ -80,24 +84,155 @@ impl NewEvent {
 }
 
 /// An event as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The variable-length fields (stream, type, content type, data, metadata)
+/// live in one shared, immutable buffer: a read hands out its events over a
+/// few large chunks instead of five allocations per event, and cloning an
+/// event is a reference-count increment. The cost is that an event keeps
+/// the chunk it was read into alive (at most [`READ_CHUNK_BYTES`], or the
+/// event's own size) for as long as it lives.
+#[derive(Clone)]
 pub struct RecordedEvent {
     pub id: Uuid,
-    pub stream: String,
     pub revision: u64,
     /// The event's position in `$all`: the log offset of its record.
     pub position: u64,
-    pub event_type: String,
-    pub content_type: String,
-    pub data: Vec<u8>,
-    pub metadata: Vec<u8>,
     /// The writer's batch stamp, microseconds since the Unix epoch.
+    pub recorded_at_us: u64,
+    /// stream, type, content type, data, metadata, back to back.
+    fields: Bytes,
+    layout: FieldLayout,
+}
+
+/// Where each field ends in `RecordedEvent::fields`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FieldLayout {
+    pub stream_end: u32,
+    pub type_end: u32,
+    pub content_type_end: u32,
+    pub data_end: u32,
+}
+
+/// How large the chunks that reads copy events into are.
+pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Everything an event is made of, borrowed: for building a
+/// [`RecordedEvent`] outside a read (a network client, a test).
+#[derive(Debug, Clone, Copy)]
+pub struct RecordedEventParts<'a> {
+    pub id: Uuid,
+    pub stream: &'a str,
+    pub revision: u64,
+    pub position: u64,
+    pub event_type: &'a str,
+    pub content_type: &'a str,
+    pub data: &'a [u8],
+    pub metadata: &'a [u8],
     pub recorded_at_us: u64,
 }
 
 impl RecordedEvent {
+    pub fn new(parts: RecordedEventParts<'_>) -> Self {
+        let texts = [parts.stream.as_bytes(), parts.event_type.as_bytes(), parts.content_type.as_bytes()];
+        let mut fields = BytesMut::with_capacity(
+            texts.iter().map(|t| t.len()).sum::<usize>() + parts.data.len() + parts.metadata.len(),
+        );
+        for field in texts.into_iter().chain([parts.data, parts.metadata]) {
+            fields.extend_from_slice(field);
+        }
+        let layout = FieldLayout::new([texts[0].len(), texts[1].len(), texts[2].len(), parts.data.len()]);
+        Self {
+            id: parts.id,
+            revision: parts.revision,
+            position: parts.position,
+            recorded_at_us: parts.recorded_at_us,
+            fields: fields.freeze(),
+            layout,
+        }
+    }
+
+    /// Builds an event from a decoded view whose variable-length fields
+    /// were copied into `fields`. The view checked the text fields are UTF-8.
+    pub(crate) fn from_view(view: &EventView<'_>, position: u64, fields: Bytes) -> Self {
+        debug_assert_eq!(&fields[..], view.fields);
+        let (id, revision, recorded_at_us, layout) = (view.id, view.revision, view.recorded_at_us, view.layout);
+        Self { id, revision, position, recorded_at_us, fields, layout }
+    }
+
+    pub fn stream(&self) -> &str {
+        self.text(0, self.layout.stream_end)
+    }
+    pub fn event_type(&self) -> &str {
+        self.text(self.layout.stream_end, self.layout.type_end)
+    }
+    pub fn content_type(&self) -> &str {
+        self.text(self.layout.type_end, self.layout.content_type_end)
+    }
+    pub fn data(&self) -> &[u8] {
+        &self.fields[self.layout.content_type_end as usize..self.layout.data_end as usize]
+    }
+    pub fn metadata(&self) -> &[u8] {
+        &self.fields[self.layout.data_end as usize..]
+    }
+    /// The data as a shared buffer, for handing on without a copy.
+    pub fn data_bytes(&self) -> Bytes {
+        self.fields.slice(self.layout.content_type_end as usize..self.layout.data_end as usize)
+    }
+    /// The metadata as a shared buffer, for handing on without a copy.
+    pub fn metadata_bytes(&self) -> Bytes {
+        self.fields.slice(self.layout.data_end as usize..)
+    }
     pub fn is_json(&self) -> bool {
-        self.content_type == CONTENT_TYPE_JSON
+        self.content_type() == CONTENT_TYPE_JSON
+    }
+
+    fn text(&self, start: u32, end: u32) -> &str {
+        let bytes = &self.fields[start as usize..end as usize];
+        debug_assert!(std::str::from_utf8(bytes).is_ok());
+        // SAFETY: `new` builds `fields` from `&str`s, and `from_view` copies
+        // them from an `EventView`, whose decoder checked each text field is
+        // UTF-8; `fields` is immutable after that.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
+    }
+}
+
+impl FieldLayout {
+    /// From the lengths of stream, type, content type and data.
+    pub(crate) fn new(lengths: [usize; 4]) -> Self {
+        let mut end = 0usize;
+        let mut ends = [0u32; 4];
+        for (slot, length) in ends.iter_mut().zip(lengths) {
+            end += length;
+            *slot = u32::try_from(end).expect("event fields fit the 4 GiB a record can hold");
+        }
+        Self { stream_end: ends[0], type_end: ends[1], content_type_end: ends[2], data_end: ends[3] }
+    }
+}
+
+impl PartialEq for RecordedEvent {
+    fn eq(&self, other: &Self) -> bool {
+        (self.id, self.revision, self.position, self.recorded_at_us)
+            == (other.id, other.revision, other.position, other.recorded_at_us)
+            && self.layout == other.layout
+            && self.fields == other.fields
+    }
+}
+
+impl Eq for RecordedEvent {}
+
+impl std::fmt::Debug for RecordedEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordedEvent")
+            .field("id", &self.id)
+            .field("stream", &self.stream())
+            .field("revision", &self.revision)
+            .field("position", &self.position)
+            .field("event_type", &self.event_type())
+            .field("content_type", &self.content_type())
+            .field("data", &String::from_utf8_lossy(self.data()))
+            .field("metadata", &String::from_utf8_lossy(self.metadata()))
+            .field("recorded_at_us", &self.recorded_at_us)
+            .finish()
     }
 }
 

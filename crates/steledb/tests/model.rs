@@ -20,7 +20,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use steledb::{
     AllStart, AppendError, AppendResult, Clock, CurrentRevision, Direction, ExpectedRevision, ManualClock, NewEvent,
-    ReadError, RecordedEvent, Store, StoreConfig, StreamAppend, StreamStart, Uuid,
+    ReadError, RecordedEvent, RecordedEventParts, Store, StoreConfig, StreamAppend, StreamStart, Uuid,
 };
 
 const STREAMS: [&str; 4] = ["order-1", "order-2", "cart-7", "user-x"];
@@ -57,17 +57,17 @@ struct Expected {
 
 impl Expected {
     fn recorded(&self, recorded_at_us: u64) -> RecordedEvent {
-        RecordedEvent {
+        RecordedEvent::new(RecordedEventParts {
             id: self.event.id,
-            stream: self.stream.clone(),
+            stream: &self.stream,
             revision: self.revision,
             position: self.position,
-            event_type: self.event.event_type.clone(),
-            content_type: self.event.content_type.clone(),
-            data: self.event.data.clone(),
-            metadata: self.event.metadata.clone(),
+            event_type: &self.event.event_type,
+            content_type: &self.event.content_type,
+            data: &self.event.data,
+            metadata: &self.event.metadata,
             recorded_at_us,
-        }
+        })
     }
 
     fn check(&self, got: &RecordedEvent) {
@@ -532,11 +532,21 @@ fn timed_config(dir: &Path, clock: &Arc<ManualClock>) -> StoreConfig {
     StoreConfig { index_memtable_entries_max: 16, clock: clock.clone(), ..StoreConfig::new(dir) }
 }
 
+/// Copies the files of `from`, starting over when one vanishes under it: a
+/// background index merge may delete the tables it merged mid-copy.
 fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    'again: loop {
+        let _ = std::fs::remove_dir_all(to);
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            match std::fs::copy(entry.path(), to.join(entry.file_name())) {
+                Ok(_) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue 'again,
+                Err(error) => panic!("copying {}: {error}", entry.path().display()),
+            }
+        }
+        return;
     }
 }
 

@@ -35,16 +35,16 @@ fn append_then_read_returns_every_field() {
     let read = store.read_stream("order-1", StreamStart::Start, Direction::Forward, 10).unwrap();
     assert_eq!(read.len(), 2);
     assert_eq!(read[0].id, first.id);
-    assert_eq!(read[0].stream, "order-1");
+    assert_eq!(read[0].stream(), "order-1");
     assert_eq!(read[0].revision, 0);
     assert_eq!(read[0].position, result.first_position);
-    assert_eq!(read[0].event_type, "OrderPlaced");
-    assert_eq!(read[0].content_type, CONTENT_TYPE_JSON);
-    assert_eq!(read[0].data, first.data);
-    assert_eq!(read[0].metadata, first.metadata);
+    assert_eq!(read[0].event_type(), "OrderPlaced");
+    assert_eq!(read[0].content_type(), CONTENT_TYPE_JSON);
+    assert_eq!(read[0].data(), first.data);
+    assert_eq!(read[0].metadata(), first.metadata);
     assert_eq!(read[0].recorded_at_us, 1_700_000_000_000_000);
-    assert_eq!(read[1].content_type, CONTENT_TYPE_BINARY);
-    assert_eq!(read[1].data, binary.data);
+    assert_eq!(read[1].content_type(), CONTENT_TYPE_BINARY);
+    assert_eq!(read[1].data(), binary.data);
     assert_eq!(store.read_event_at(result.last_position).unwrap(), read[1]);
 }
 
@@ -209,12 +209,12 @@ fn all_reads_in_both_directions_with_filters() {
     let orders = EventFilter::StreamPrefix(vec!["order-".into()]);
     let slice = store.read_all(AllStart::Start, Direction::Forward, 100, Some(&orders)).unwrap();
     assert_eq!(slice.events.len(), 10);
-    assert!(slice.events.iter().all(|e| e.stream.starts_with("order-")));
+    assert!(slice.events.iter().all(|e| e.stream().starts_with("order-")));
     let created = EventFilter::EventTypePrefix(vec!["Creat".into()]);
     assert_eq!(store.read_all(AllStart::Start, Direction::Forward, 100, Some(&created)).unwrap().events.len(), 15);
     let regex = EventFilter::stream_regex(r"^user-\d*5$").unwrap();
     let matched = store.read_all(AllStart::Start, Direction::Forward, 100, Some(&regex)).unwrap().events;
-    assert_eq!(matched.iter().map(|e| e.stream.as_str()).collect::<Vec<_>>(), vec!["user-5", "user-25"]);
+    assert_eq!(matched.iter().map(|e| e.stream()).collect::<Vec<_>>(), vec!["user-5", "user-25"]);
     assert!(EventFilter::stream_regex("(").is_err());
 }
 
@@ -232,7 +232,7 @@ fn metadata_limits_what_is_readable() {
     // The metadata stream itself is readable, with KurrentDB's naming.
     let raw = store.read_stream("$$meta", StreamStart::Start, Direction::Forward, 10).unwrap();
     assert_eq!(raw.len(), 1);
-    assert_eq!(raw[0].event_type, EVENT_TYPE_METADATA);
+    assert_eq!(raw[0].event_type(), EVENT_TYPE_METADATA);
     assert!(matches!(
         store.set_stream_metadata("meta", ExpectedRevision::NoStream, custom),
         Err(AppendError::WrongExpectedRevision { .. })
@@ -435,7 +435,7 @@ fn stream_subscription_switches_from_index_to_log_exactly_once() {
     while revisions.len() < 35 {
         match subscription.next_timeout(Duration::from_secs(10)).unwrap() {
             Some(SubscriptionMessage::Event(event)) => {
-                assert_eq!(event.stream, "watched");
+                assert_eq!(event.stream(), "watched");
                 revisions.push(event.revision);
             }
             Some(_) => {}
@@ -461,7 +461,7 @@ fn filtered_subscription_reports_checkpoints_through_quiet_stretches() {
     loop {
         match subscription.next_timeout(Duration::from_secs(5)).unwrap() {
             Some(SubscriptionMessage::Checkpoint { position }) => checkpoints.push(position),
-            Some(SubscriptionMessage::Event(event)) => matched.push(event.stream),
+            Some(SubscriptionMessage::Event(event)) => matched.push(event.stream().to_owned()),
             Some(SubscriptionMessage::CaughtUp { .. }) => break,
             None => panic!("no caught-up"),
         }
@@ -544,7 +544,7 @@ fn borrowed_scans_see_what_owned_reads_see() {
         })
         .unwrap();
     assert_eq!(visited, owned.len());
-    assert_eq!(scanned, owned.iter().map(|e| (e.id, e.revision, e.position, e.data.clone())).collect::<Vec<_>>());
+    assert_eq!(scanned, owned.iter().map(|e| (e.id, e.revision, e.position, e.data().to_vec())).collect::<Vec<_>>());
     assert_eq!(scanned.first().map(|s| s.1), Some(10), "truncated events are not visited");
 
     let mut all = Vec::new();
@@ -555,7 +555,7 @@ fn borrowed_scans_see_what_owned_reads_see() {
         })
         .unwrap();
     let owned_all = store.read_all(AllStart::Start, Direction::Forward, 7, None).unwrap();
-    assert_eq!(all, owned_all.events.iter().map(|e| (e.stream.clone(), e.position)).collect::<Vec<_>>());
+    assert_eq!(all, owned_all.events.iter().map(|e| (e.stream().to_owned(), e.position)).collect::<Vec<_>>());
     assert_eq!(next, owned_all.next_position);
     assert!(matches!(
         store.scan_stream("nothing", StreamStart::Start, 10, |_, _| {}),

@@ -123,17 +123,17 @@ mod tests {
     use super::*;
 
     fn event(content_type: &str, data: &[u8], metadata: &[u8]) -> RecordedEvent {
-        RecordedEvent {
+        RecordedEvent::new(steledb::RecordedEventParts {
             id: uuid::Uuid::from_u128(0x1234),
-            stream: "s\"1".to_owned(),
+            stream: "s\"1",
             revision: 3,
             position: 99,
-            event_type: "T".to_owned(),
-            content_type: content_type.to_owned(),
-            data: data.to_vec(),
-            metadata: metadata.to_vec(),
+            event_type: "T",
+            content_type,
+            data,
+            metadata,
             recorded_at_us: 7,
-        }
+        })
     }
 
     fn line(event: &RecordedEvent) -> String {

@@ -81,19 +81,19 @@ pub fn new_event(
 
 pub fn recorded_event(event: RecordedEvent, uuid_as_string: bool) -> read_resp::ReadEvent {
     let mut metadata = HashMap::with_capacity(3);
-    metadata.insert("type".to_owned(), event.event_type);
-    metadata.insert("content-type".to_owned(), event.content_type);
+    metadata.insert("type".to_owned(), event.event_type().to_owned());
+    metadata.insert("content-type".to_owned(), event.content_type().to_owned());
     metadata.insert("created".to_owned(), created_ticks(event.recorded_at_us).to_string());
     read_resp::ReadEvent {
         event: Some(read_resp::read_event::RecordedEvent {
             id: Some(uuid_to_proto(event.id, uuid_as_string)),
-            stream_identifier: Some(stream_identifier(&event.stream)),
+            stream_identifier: Some(stream_identifier(&event.stream())),
             stream_revision: event.revision,
             prepare_position: event.position,
             commit_position: event.position,
             metadata,
-            custom_metadata: event.metadata,
-            data: event.data,
+            custom_metadata: event.metadata_bytes(),
+            data: event.data_bytes(),
         }),
         link: None,
         position: Some(read_resp::read_event::Position::CommitPosition(event.position)),
