@@ -13,6 +13,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// glibc's malloc returned and re-faulted heap pages under the server's
+// churn of short-lived reply buffers (15 % of a read's server time in page
+// faults); mimalloc keeps them. See docs/benchmarks.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "stele", version, about = "SteleDB: an event store over a durable, checksummed log")]
 struct Cli {

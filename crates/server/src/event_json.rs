@@ -17,24 +17,24 @@ pub fn write_event(out: &mut Vec<u8>, event: &RecordedEvent) {
     out.extend_from_slice(b"{\"id\":\"");
     out.extend_from_slice(event.id.hyphenated().encode_lower(&mut steledb::Uuid::encode_buffer()).as_bytes());
     out.extend_from_slice(b"\",\"stream\":");
-    write_string(out, &event.stream());
+    write_string(out, event.stream());
     // Writing to a Vec cannot fail.
     let _ = write!(out, ",\"revision\":{},\"position\":{},\"type\":", event.revision, event.position);
-    write_string(out, &event.event_type());
+    write_string(out, event.event_type());
     out.extend_from_slice(b",\"content_type\":");
-    write_string(out, &event.content_type());
-    if event.is_json() && is_json_text(&event.data()) {
+    write_string(out, event.content_type());
+    if event.is_json() && is_json_text(event.data()) {
         out.extend_from_slice(b",\"data\":");
-        out.extend_from_slice(&event.data());
+        out.extend_from_slice(event.data());
     } else {
-        write_base64(out, "data_base64", &event.data());
+        write_base64(out, "data_base64", event.data());
     }
     if !event.metadata().is_empty() {
-        if is_json_text(&event.metadata()) {
+        if is_json_text(event.metadata()) {
             out.extend_from_slice(b",\"metadata\":");
-            out.extend_from_slice(&event.metadata());
+            out.extend_from_slice(event.metadata());
         } else {
-            write_base64(out, "metadata_base64", &event.metadata());
+            write_base64(out, "metadata_base64", event.metadata());
         }
     }
     let _ = write!(out, ",\"recorded_at_us\":{}}}", event.recorded_at_us);

@@ -72,8 +72,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         config: config.clone(),
     });
     // The fallback answers gRPC clients as tonic would and everyone else with JSON.
-    let app =
-        grpc::routes(state.clone()).into_axum_router().fallback(http::fallback).merge(http::router(state.clone()));
+    let app = grpc::router(state.clone()).fallback(http::fallback).merge(http::router(state.clone()));
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind { address: config.listen, source })?;

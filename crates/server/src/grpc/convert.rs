@@ -87,7 +87,7 @@ pub fn recorded_event(event: RecordedEvent, uuid_as_string: bool) -> read_resp::
     read_resp::ReadEvent {
         event: Some(read_resp::read_event::RecordedEvent {
             id: Some(uuid_to_proto(event.id, uuid_as_string)),
-            stream_identifier: Some(stream_identifier(&event.stream())),
+            stream_identifier: Some(stream_identifier(event.stream())),
             stream_revision: event.revision,
             prepare_position: event.position,
             commit_position: event.position,

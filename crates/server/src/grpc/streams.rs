@@ -2,6 +2,7 @@
 //! batch appends, deletes and tombstones, as the KurrentDB clients speak them.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -11,11 +12,13 @@ use steledb::{
 };
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{
-    append_status, bad_request, new_event, read_status, recorded_event, stream_identifier, stream_name, uuid_from_proto,
+    append_status, bad_request, new_event, read_status, stream_identifier, stream_name, uuid_from_proto,
 };
+use super::read_reply::ReadReply;
 use crate::bridge::{self, blocking, Batched};
 use crate::proto::event_store::client as shared;
 use crate::proto::event_store::client::streams::*;
@@ -38,10 +41,14 @@ pub struct StreamsService {
 
 type Reply<T> = Result<Response<T>, Status>;
 /// Replies to a read travel in batches (a page of events at a time).
-type Sender = mpsc::Sender<Vec<Result<ReadResp, Status>>>;
+type Sender = mpsc::Sender<Vec<Result<ReadReply, Status>>>;
 
-fn content(content: read_resp::Content) -> Result<ReadResp, Status> {
-    Ok(ReadResp { content: Some(content) })
+fn content(content: read_resp::Content) -> Result<ReadReply, Status> {
+    Ok(ReadReply::Message(Box::new(ReadResp { content: Some(content) })))
+}
+
+fn event_reply(event: steledb::RecordedEvent, uuid_as_string: bool) -> Result<ReadReply, Status> {
+    Ok(ReadReply::Event { event, uuid_as_string })
 }
 
 fn timestamp_now() -> prost_types::Timestamp {
@@ -65,12 +72,10 @@ enum ExpectedKind {
     StreamExists,
 }
 
-#[tonic::async_trait]
-impl streams_server::Streams for StreamsService {
-    type ReadStream = Batched<Result<ReadResp, Status>>;
-    type BatchAppendStream = ReceiverStream<Result<BatchAppendResp, Status>>;
-
-    async fn read(&self, request: Request<ReadReq>) -> Reply<Self::ReadStream> {
+impl StreamsService {
+    /// `Streams.Read`, with replies in the form
+    /// [`super::read_reply::ReadCodec`] encodes.
+    pub async fn start_read(&self, request: Request<ReadReq>) -> Reply<Batched<Result<ReadReply, Status>>> {
         use read_req::options::{CountOption, FilterOption, StreamOption};
         let options = request.into_inner().options.ok_or_else(|| bad_request("read options are required"))?;
         let uuid_as_string = !matches!(
@@ -138,6 +143,19 @@ impl streams_server::Streams for StreamsService {
             }
         }
         Ok(Response::new(Batched::new(receiver)))
+    }
+}
+
+#[tonic::async_trait]
+impl streams_server::Streams for StreamsService {
+    type ReadStream = Pin<Box<dyn Stream<Item = Result<ReadResp, Status>> + Send>>;
+    type BatchAppendStream = ReceiverStream<Result<BatchAppendResp, Status>>;
+
+    /// Served through [`super::read_route`], which encodes events without
+    /// building messages; this is the same read with generated messages.
+    async fn read(&self, request: Request<ReadReq>) -> Reply<Self::ReadStream> {
+        let replies = self.start_read(request).await?.into_inner();
+        Ok(Response::new(Box::pin(replies.map(|reply| reply.map(ReadReply::into_message)))))
     }
 
     async fn append(&self, request: Request<Streaming<AppendReq>>) -> Reply<AppendResp> {
@@ -337,7 +355,7 @@ async fn read_stream(
         };
         let fetched = events.len();
         let last = events.last().map(|e| e.revision);
-        let replies = events.into_iter().map(|e| content(read_resp::Content::Event(recorded_event(e, uuid_as_string))));
+        let replies = events.into_iter().map(|e| event_reply(e, uuid_as_string));
         if sender.send(replies.collect()).await.is_err() {
             return;
         }
@@ -385,8 +403,7 @@ async fn read_all(
                 }
             };
         remaining -= slice.events.len() as u64;
-        let page =
-            slice.events.into_iter().map(|e| content(read_resp::Content::Event(recorded_event(e, uuid_as_string))));
+        let page = slice.events.into_iter().map(|e| event_reply(e, uuid_as_string));
         if sender.send(page.collect()).await.is_err() {
             return;
         }
@@ -407,7 +424,7 @@ async fn subscribe(state: SharedState, sender: Sender, subscription: steledb::Su
     let convert = move |item: bridge::Feed| match item {
         Ok(SubscriptionMessage::Event(event)) => {
             last_event = Some((event.revision, event.position));
-            content(read_resp::Content::Event(recorded_event(event, uuid_as_string)))
+            event_reply(event, uuid_as_string)
         }
         Ok(SubscriptionMessage::CaughtUp { .. }) => content(read_resp::Content::CaughtUp(read_resp::CaughtUp {
             timestamp: Some(timestamp_now()),
