@@ -1,0 +1,86 @@
+//! The SteleDB event-sourcing toolkit.
+//!
+//! The model:
+//! - A [`Decider`] is an aggregate as two pure functions: `decide(state,
+//!   command, ctx)` returns new events or a refusal, `evolve(state, event)`
+//!   folds an event into the state. Time and ids come in through the
+//!   [`Context`]; nothing inside reads a clock or a random source.
+//! - An [`EventCodec`] maps the decider's event enum to stored JSON events,
+//!   with a schema version per event type in the metadata and upcasters
+//!   that turn old versions into the current shape on read.
+//! - A [`Repository`] loads an aggregate (newest snapshot plus the events
+//!   after it), decides, and appends expecting the revision it loaded at;
+//!   it reloads and retries on a conflict (bounded), and recognises a
+//!   repeated command id so a retry after a lost reply is answered with the
+//!   original result and writes nothing.
+//! - Snapshots ([`SnapshotConfig`]) are a cache with an explicit schema
+//!   version: an unusable one is ignored and the stream replayed.
+//! - [`EventStore`] is what the repository needs from a store; the embedded
+//!   [`steledb::Store`] implements it, a remote client can too.
+//! - The [`testkit`] module: `given(events).when(command).then(events)`.
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use steledb_sdk::{Context, Decider, EventCodec, Repository};
+//!
+//! struct Account;
+//! #[derive(Debug, PartialEq, Serialize, Deserialize)]
+//! enum Event { Deposited { amount_cents: u64 }, Withdrawn { amount_cents: u64 } }
+//! #[derive(Debug)]
+//! enum Command { Deposit(u64), Withdraw(u64) }
+//! #[derive(Debug, PartialEq)]
+//! enum Refusal { InsufficientFunds { balance_cents: u64 } }
+//!
+//! impl Decider for Account {
+//!     type State = u64; // the balance in cents
+//!     type Command = Command;
+//!     type Event = Event;
+//!     type Error = Refusal;
+//!     fn initial_state(&self) -> u64 { 0 }
+//!     fn decide(&self, balance: &u64, command: &Command, _: &Context) -> Result<Vec<Event>, Refusal> {
+//!         match *command {
+//!             Command::Deposit(amount_cents) => Ok(vec![Event::Deposited { amount_cents }]),
+//!             Command::Withdraw(amount_cents) if amount_cents > *balance => {
+//!                 Err(Refusal::InsufficientFunds { balance_cents: *balance })
+//!             }
+//!             Command::Withdraw(amount_cents) => Ok(vec![Event::Withdrawn { amount_cents }]),
+//!         }
+//!     }
+//!     fn evolve(&self, balance: u64, event: &Event) -> u64 {
+//!         match event {
+//!             Event::Deposited { amount_cents } => balance + amount_cents,
+//!             Event::Withdrawn { amount_cents } => balance - amount_cents,
+//!         }
+//!     }
+//! }
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = steledb::Store::open(dir.path())?;
+//! let accounts = Repository::new(Account, &store, EventCodec::new());
+//! let ctx = Context::new(1_700_000_000_000_000, uuid::Uuid::new_v4());
+//! accounts.handle("account-1", &Command::Deposit(500), &ctx)?;
+//! // The same command id again (a retry after a lost reply): same result, nothing written.
+//! let again = accounts.handle("account-1", &Command::Deposit(500), &ctx)?;
+//! assert!(again.append.unwrap().duplicate);
+//! assert_eq!(accounts.load("account-1")?.state, 500);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod codec;
+mod decider;
+pub mod ids;
+pub mod limits;
+mod recorded;
+mod repository;
+mod snapshot;
+mod store;
+pub mod testkit;
+
+pub use codec::{CodecError, EventCodec, EventMetadata, Upcaster};
+pub use decider::{Context, Decider};
+pub use repository::{CommandRecord, Handled, Loaded, Repository, RepositoryError};
+pub use snapshot::{
+    SnapshotConfig, SnapshotError, SnapshotIgnored, SnapshotOutcome, SnapshotPolicy, SnapshotUse, SNAPSHOT_EVENT_TYPE,
+    SNAPSHOT_FORMAT,
+};
+pub use store::{EventStore, StoreError};

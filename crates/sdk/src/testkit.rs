@@ -1,0 +1,136 @@
+//! Given events, when a command, then events or an error: tests of a
+//! decider's rules without a store.
+//!
+//! ```
+//! use steledb_sdk::{testkit::given, Context, Decider};
+//!
+//! struct Counter;
+//! impl Decider for Counter {
+//!     type State = u32;
+//!     type Command = u32;
+//!     type Event = u32;
+//!     type Error = String;
+//!     fn initial_state(&self) -> u32 { 0 }
+//!     fn decide(&self, state: &u32, add: &u32, _: &Context) -> Result<Vec<u32>, String> {
+//!         if state + add > 10 { Err("too many".into()) } else { Ok(vec![*add]) }
+//!     }
+//!     fn evolve(&self, state: u32, added: &u32) -> u32 { state + added }
+//! }
+//!
+//! let state = given(Counter, [3, 4]).when(2).then([2]);
+//! assert_eq!(state, 9);
+//! given(Counter, [9]).when(2).then_error("too many".to_owned());
+//! ```
+
+use std::fmt::Debug;
+
+use uuid::Uuid;
+
+use crate::decider::{Context, Decider};
+
+/// The context scenarios decide with unless [`Given::at`] sets one: time 0
+/// and a fixed command id, so scenarios are reproducible.
+pub const CONTEXT_DEFAULT: Context = Context { now_us: 0, command_id: Uuid::from_u128(0x7e57) };
+
+/// Starts a scenario: the aggregate has had `events`.
+pub fn given<D: Decider>(decider: D, events: impl IntoIterator<Item = D::Event>) -> Given<D> {
+    Given { decider, events: events.into_iter().collect(), ctx: CONTEXT_DEFAULT }
+}
+
+pub struct Given<D: Decider> {
+    decider: D,
+    events: Vec<D::Event>,
+    ctx: Context,
+}
+
+impl<D: Decider> Given<D> {
+    /// Decides with `ctx` (a time, a command id) instead of the default.
+    pub fn at(mut self, ctx: Context) -> Self {
+        self.ctx = ctx;
+        self
+    }
+
+    /// Folds the given events and decides `command`.
+    pub fn when(self, command: D::Command) -> When<D> {
+        let state = self.decider.fold(self.decider.initial_state(), &self.events);
+        let outcome = self.decider.decide(&state, &command, &self.ctx);
+        When { decider: self.decider, given: self.events, command, state, outcome }
+    }
+}
+
+pub struct When<D: Decider> {
+    decider: D,
+    given: Vec<D::Event>,
+    command: D::Command,
+    state: D::State,
+    outcome: Result<Vec<D::Event>, D::Error>,
+}
+
+impl<D: Decider> When<D>
+where
+    D::Event: Debug + PartialEq,
+    D::Command: Debug,
+    D::Error: Debug,
+{
+    /// Asserts the command was accepted with exactly `expected`, and returns
+    /// the state after them for further assertions.
+    ///
+    /// # Panics
+    /// With both lists when the events differ, or with the error when the
+    /// command was refused.
+    #[track_caller]
+    pub fn then(self, expected: impl IntoIterator<Item = D::Event>) -> D::State {
+        let expected: Vec<D::Event> = expected.into_iter().collect();
+        match self.outcome {
+            Ok(actual) if actual == expected => self.decider.fold(self.state, &actual),
+            Ok(actual) => panic!(
+                "{}\nexpected events: {expected:#?}\n  actual events: {actual:#?}",
+                scenario(&self.given, &self.command)
+            ),
+            Err(error) => panic!(
+                "{}\nexpected events: {expected:#?}\n but was refused: {error:#?}",
+                scenario(&self.given, &self.command)
+            ),
+        }
+    }
+
+    /// Asserts the command was refused with `expected`.
+    #[track_caller]
+    pub fn then_error(self, expected: D::Error)
+    where
+        D::Error: PartialEq,
+    {
+        match self.outcome {
+            Err(actual) if actual == expected => {}
+            Err(actual) => panic!(
+                "{}\nexpected error: {expected:#?}\n  actual error: {actual:#?}",
+                scenario(&self.given, &self.command)
+            ),
+            Ok(events) => panic!(
+                "{}\nexpected error: {expected:#?}\nbut was accepted with events: {events:#?}",
+                scenario(&self.given, &self.command)
+            ),
+        }
+    }
+
+    /// Asserts the command was refused with an error `matches` accepts
+    /// (for errors without `PartialEq`).
+    #[track_caller]
+    pub fn then_error_matches(self, description: &str, matches: impl FnOnce(&D::Error) -> bool) {
+        match self.outcome {
+            Err(actual) if matches(&actual) => {}
+            Err(actual) => panic!(
+                "{}\nexpected an error: {description}\n      actual error: {actual:#?}",
+                scenario(&self.given, &self.command)
+            ),
+            Ok(events) => panic!(
+                "{}\nexpected an error: {description}\nbut was accepted with events: {events:#?}",
+                scenario(&self.given, &self.command)
+            ),
+        }
+    }
+}
+
+fn scenario<E: Debug, C: Debug>(given: &[E], command: &C) -> String {
+    format!("given events: {given:#?}\nwhen command: {command:#?}")
+}
