@@ -58,6 +58,38 @@ impl Request {
     }
 }
 
+/// The streams a command reads or writes (a metadata change: the stream).
+fn streams_of(command: &Command) -> impl Iterator<Item = &str> {
+    let (parts, single) = match command {
+        Command::Append(parts) => (parts.as_slice(), None),
+        Command::SetMetadata { stream, .. } | Command::Delete { stream, .. } | Command::Tombstone { stream, .. } => {
+            (&[][..], Some(stream.as_str()))
+        }
+    };
+    parts.iter().map(|p| p.stream.as_str()).chain(single)
+}
+
+/// Whether the batch so far wrote to one of the command's streams.
+fn touches(command: &Command, overlay: &FastMap<String, Head>) -> bool {
+    !overlay.is_empty() && streams_of(command).any(|stream| overlay.contains_key(stream))
+}
+
+/// Whether a command reads state that the overlay of staged heads does not
+/// carry: stream metadata written earlier in the batch (soft delete and
+/// `$tb` decide whether a stream is live), or, for metadata changes,
+/// deletes and tombstones, anything of the stream written in the batch.
+/// `metadata_staged` lists the streams whose `$$` metadata stream the batch wrote.
+fn must_wait_for_commit(command: &Command, overlay: &FastMap<String, Head>, metadata_staged: &[String]) -> bool {
+    if overlay.is_empty() {
+        return false;
+    }
+    let metadata_staged = |stream: &str| metadata_staged.iter().any(|staged| staged == stream);
+    match command {
+        Command::Append(parts) => parts.iter().any(|p| metadata_staged(&p.stream)),
+        _ => touches(command, overlay) || streams_of(command).any(metadata_staged),
+    }
+}
+
 /// One event ready to encode.
 struct Planned<'a> {
     stream: &'a str,
@@ -153,7 +185,12 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.process(batch);
+            let mut batch = batch;
+            // Requests that must see this batch committed first run as the
+            // next batch, ahead of anything newly queued.
+            while !batch.is_empty() {
+                batch = self.process(batch);
+            }
         }
         // The queue closed: every request was answered. Flushing the index
         // now makes the next open skip the replay.
@@ -165,20 +202,38 @@ impl Writer {
         }
     }
 
-    fn process(&mut self, batch: Vec<Request>) {
+    /// Validates, writes and commits one batch; answers its requests after
+    /// the commit. Returns the requests that must be decided again once this
+    /// batch is committed (see `must_wait_for_commit`).
+    fn process(&mut self, batch: Vec<Request>) -> Vec<Request> {
         // Time is an input: stamped once per batch, never read while applying.
         let stamp_us = self.shared.clock.now_us().max(self.last_stamp_us);
         let mut overlay: FastMap<String, Head> = FastMap::default();
         let mut waiting: Vec<(Request, Vec<AppendResult>)> = Vec::new();
+        let mut carried: Vec<Request> = Vec::new();
+        let mut metadata_staged: Vec<String> = Vec::new();
         let mut entries: Vec<Entry> = Vec::new();
         let mut appended: Vec<(Uuid, (u64, u64, u64))> = Vec::new();
         for request in batch {
+            if must_wait_for_commit(&request.command, &overlay, &metadata_staged) {
+                carried.push(request);
+                continue;
+            }
             let staged = match self.prepare(&request.command, stamp_us, &overlay) {
+                Ok(Prepared::Write(staged)) => staged,
+                // A refusal or a duplicate found against streams this batch
+                // wrote would be an answer about state not yet durable (the
+                // commit may still fail), and a retry of a request in this
+                // very batch is only recognised once that request is
+                // committed: decide these again after the commit.
+                _ if touches(&request.command, &overlay) => {
+                    carried.push(request);
+                    continue;
+                }
                 Ok(Prepared::Duplicate(results)) => {
                     request.answer(Ok(results));
                     continue;
                 }
-                Ok(Prepared::Write(staged)) => staged,
                 Err(error) => {
                     request.answer(Err(error));
                     continue;
@@ -204,6 +259,9 @@ impl Writer {
                     last_position: positions[range.end - 1],
                     duplicate: false,
                 });
+                if let Some(base) = stream.strip_prefix("$$") {
+                    metadata_staged.push(base.to_owned());
+                }
                 overlay.insert(stream, head);
             }
             for (&(hash, revision, _), &position) in staged.events.iter().zip(&positions) {
@@ -212,7 +270,8 @@ impl Writer {
             waiting.push((request, results));
         }
         if waiting.is_empty() {
-            return;
+            debug_assert!(carried.is_empty(), "nothing staged, so nothing to wait for");
+            return carried;
         }
         match self.log.commit() {
             Ok(end) => {
@@ -240,6 +299,7 @@ impl Writer {
                 }
             }
         }
+        carried
     }
 
     /// Writes the memtable out as a table. Tables are derived state: a

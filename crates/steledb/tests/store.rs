@@ -602,3 +602,68 @@ fn a_failing_index_flush_is_reported_and_appends_go_on() {
     let store = Store::open_with(config).unwrap();
     assert_eq!(store.read_stream("s", StreamStart::Start, Direction::Forward, 100).unwrap().len(), 8);
 }
+
+/// Submits appends without waiting, so that they share group commits.
+fn submit(
+    store: &Store,
+    parts: Vec<StreamAppend>,
+) -> std::sync::mpsc::Receiver<Result<Vec<AppendResult>, AppendError>> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    store.append_with(parts, move |result| {
+        let _ = sender.send(result);
+    });
+    receiver
+}
+
+#[test]
+fn a_retry_in_the_same_batch_as_the_original_is_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FaultyStorage::new();
+    let store = Store::open_with(StoreConfig { storage: Arc::new(storage.clone()), ..config(dir.path()) }).unwrap();
+    let rounds = 200;
+    for round in 0..rounds {
+        let stream = format!("order-{round}");
+        // A busy stream ahead keeps the writer syncing while the pair queues.
+        let busy = submit(&store, vec![StreamAppend::new("busy", ExpectedRevision::Any, events(1))]);
+        let batch = events(2);
+        let original = submit(&store, vec![StreamAppend::new(&stream, ExpectedRevision::NoStream, batch.clone())]);
+        let retry = submit(&store, vec![StreamAppend::new(&stream, ExpectedRevision::NoStream, batch)]);
+        busy.recv().unwrap().unwrap();
+        let original = original.recv().unwrap().unwrap();
+        let retry = retry.recv().unwrap().unwrap_or_else(|e| panic!("round {round}: the retry failed: {e}"));
+        assert!(!original[0].duplicate);
+        assert!(retry[0].duplicate, "round {round}");
+        assert_eq!((retry[0].first_revision, retry[0].last_revision), (0, 1));
+        assert_eq!(retry[0].first_position, original[0].first_position);
+        assert_eq!(store.read_stream(&stream, StreamStart::Start, Direction::Forward, 10).unwrap().len(), 2);
+    }
+    // The pairs did share commits: fewer syncs than requests.
+    assert!(storage.sync_count() < 3 * rounds, "{} syncs for {} requests", storage.sync_count(), 3 * rounds);
+}
+
+#[test]
+fn a_refusal_never_names_a_revision_that_did_not_commit() {
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FaultyStorage::new();
+        let store = Store::open_with(StoreConfig { storage: Arc::new(storage.clone()), ..config(dir.path()) }).unwrap();
+        store.append("s", ExpectedRevision::Any, events(1)).unwrap();
+        let busy = submit(&store, vec![StreamAppend::new("busy", ExpectedRevision::Any, events(1))]);
+        storage.arm(Fault::SyncError);
+        // Both expect revision 0: the second is refused against the first,
+        // which is staged in the same batch, whose sync then fails.
+        let first = submit(&store, vec![StreamAppend::new("s", ExpectedRevision::Exact(0), events(1))]);
+        let second = submit(&store, vec![StreamAppend::new("s", ExpectedRevision::Exact(0), events(1))]);
+        let outcomes = [busy.recv().unwrap(), first.recv().unwrap(), second.recv().unwrap()];
+        let last = store.stream_revision("s").unwrap();
+        for outcome in &outcomes {
+            if let Err(AppendError::WrongExpectedRevision { actual: CurrentRevision::Current(actual), .. }) = outcome {
+                assert!(
+                    Some(*actual) <= last,
+                    "round {round}: refused naming revision {actual}, but s ends at {last:?}"
+                );
+            }
+        }
+        assert!(store.writer_stopped().is_some(), "round {round}: one of the syncs failed");
+    }
+}
