@@ -169,23 +169,28 @@ fn append_loop(
 ) -> Result<Vec<u64>, String> {
     let mut ids = IdSource::new(writer);
     let mut latencies = Vec::with_capacity(appends as usize);
-    let (done_sender, done) = std::sync::mpsc::channel::<Result<u64, String>>();
+    // Answers carry the appended events back, to be freed on this thread
+    // as a front end would, not on the writer's.
+    type Done = (Result<u64, String>, Vec<StreamAppend>);
+    let (done_sender, done) = std::sync::mpsc::channel::<Done>();
+    let wait = || done.recv().map_err(|e| e.to_string()).and_then(|(latency, _parts)| latency);
     let mut in_flight = 0;
     for _ in 0..appends {
         if in_flight == pipeline {
-            latencies.push(done.recv().map_err(|e| e.to_string())??);
+            latencies.push(wait()?);
             in_flight -= 1;
         }
         let events: Vec<NewEvent> = (0..count).map(|_| event(ids.next(), size)).collect();
         let begun = Instant::now();
         let sender = done_sender.clone();
-        store.append_with(vec![StreamAppend::new(stream, ExpectedRevision::Any, events)], move |result| {
-            let _ = sender.send(result.map(|_| begun.elapsed().as_nanos() as u64).map_err(|e| e.to_string()));
+        store.append_with(vec![StreamAppend::new(stream, ExpectedRevision::Any, events)], move |result, parts| {
+            let latency = result.map(|_| begun.elapsed().as_nanos() as u64).map_err(|e| e.to_string());
+            let _ = sender.send((latency, parts));
         });
         in_flight += 1;
     }
     for _ in 0..in_flight {
-        latencies.push(done.recv().map_err(|e| e.to_string())??);
+        latencies.push(wait()?);
     }
     Ok(latencies)
 }

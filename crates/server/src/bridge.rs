@@ -12,11 +12,14 @@ pub async fn append(state: &SharedState, parts: Vec<StreamAppend>) -> Result<Vec
     let events: usize = parts.iter().map(|p| p.events.len()).sum();
     let bytes: usize = parts.iter().flat_map(|p| &p.events).map(|e| e.size_bytes()).sum();
     let (sender, receiver) = oneshot::channel();
-    state.store.append_with(parts, move |result| {
-        let _ = sender.send(result);
+    // The parts come back to be freed here rather than on the writer thread.
+    state.store.append_with(parts, move |result, parts| {
+        let _ = sender.send((result, parts));
     });
-    let result =
-        receiver.await.unwrap_or_else(|_| Err(AppendError::WriterStopped { cause: "the writer exited".to_owned() }));
+    let result = receiver
+        .await
+        .map(|(result, _parts)| result)
+        .unwrap_or_else(|_| Err(AppendError::WriterStopped { cause: "the writer exited".to_owned() }));
     match &result {
         Ok(results) if results.iter().all(|r| r.duplicate) => {}
         Ok(_) => state.metrics.record_append(events, bytes),

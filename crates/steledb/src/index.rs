@@ -222,20 +222,23 @@ impl Index {
         self.table_count() > TABLES_MAX
     }
 
-    /// Merges the tables there are now into one. Meant for a background
-    /// thread: flushes may add tables meanwhile, and readers keep using the
-    /// old tables until the merged one replaces them in one step. Only one
+    /// Merges the newest tables into one. Meant for a background thread:
+    /// flushes may add tables meanwhile, and readers keep using the old
+    /// tables until the merged one replaces them in one step. Only one
     /// merge may run at a time (the writer makes sure of it).
+    ///
+    /// Which tables: the newest two, then each older neighbour while it
+    /// holds at most twice the entries gathered so far. Tables of like size
+    /// merge and a large old one waits until the newer ones add up to half
+    /// of it, so an entry is rewritten a logarithmic number of times rather
+    /// than at every merge.
     pub fn merge(&self) -> Result<(), IndexError> {
-        let inputs = self.tables.read().unwrap().clone();
-        if inputs.len() < 2 {
-            return Ok(());
-        }
+        let tables_now = self.tables.read().unwrap().clone();
+        let start = merge_start(&tables_now.iter().map(|t| t.entry_count).collect::<Vec<_>>());
+        let Some(start) = start else { return Ok(()) };
+        let inputs = &tables_now[start..];
         let (first, last) = (&inputs[0], &inputs[inputs.len() - 1]);
-        let mut iters = Vec::new();
-        for table in inputs.iter() {
-            iters.push(TableIter::new(table.clone()));
-        }
+        let iters = inputs.iter().map(|table| TableIter::new(table.clone())).collect();
         let mut merged = MergeIter { iters, heads: Vec::new(), started: false };
         let table = write_table(&*self.storage, &self.dir, first.covers_start, last.covers_end, &mut merged)?;
         if let Some(error) = merged.iters.iter_mut().find_map(|i| i.error.take()) {
@@ -244,10 +247,12 @@ impl Index {
         }
         {
             let mut tables = self.tables.write().unwrap();
-            // Tables flushed during the merge come after the inputs.
-            assert!(tables.len() >= inputs.len() && tables.iter().zip(inputs.iter()).all(|(a, b)| Arc::ptr_eq(a, b)));
-            let mut list = vec![Arc::new(table)];
-            list.extend(tables[inputs.len()..].iter().cloned());
+            // Only flushes ran meanwhile, and they add tables after the inputs.
+            let end = tables_now.len();
+            assert!(tables.len() >= end && tables.iter().zip(tables_now.iter()).all(|(a, b)| Arc::ptr_eq(a, b)));
+            let mut list: Vec<Arc<Table>> = tables[..start].to_vec();
+            list.push(Arc::new(table));
+            list.extend(tables[end..].iter().cloned());
             *tables = Arc::new(list);
         }
         for table in inputs.iter() {
@@ -470,8 +475,20 @@ impl Iterator for TableIter {
     }
 }
 
-/// A k-way merge of sorted table iterators (k is at most `TABLES_MAX + 1`,
-/// so a linear scan for the minimum is cheapest).
+/// The first of the newest tables to merge, given each table's entry
+/// count oldest first (see `Index::merge`); `None` for fewer than two.
+fn merge_start(entry_counts: &[u64]) -> Option<usize> {
+    let mut start = entry_counts.len().checked_sub(2)?;
+    let mut gathered: u64 = entry_counts[start..].iter().sum();
+    while start > 0 && entry_counts[start - 1] <= gathered.saturating_mul(2) {
+        start -= 1;
+        gathered += entry_counts[start];
+    }
+    Some(start)
+}
+
+/// A k-way merge of sorted table iterators (k is a handful: about
+/// `TABLES_MAX`, so a linear scan for the minimum is cheapest).
 struct MergeIter {
     iters: Vec<TableIter>,
     heads: Vec<Option<Entry>>,
@@ -495,6 +512,32 @@ impl Iterator for MergeIter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merges_pick_tables_of_like_size() {
+        assert_eq!(merge_start(&[5]), None);
+        assert_eq!(merge_start(&[100, 1]), Some(0));
+        // Six fresh tables gather; the big old one waits.
+        assert_eq!(merge_start(&[1000, 1, 1, 1, 1, 1, 1]), Some(1));
+        // Until the newer ones add up to half of it.
+        assert_eq!(merge_start(&[12, 6, 1, 1, 1, 1, 1]), Some(0));
+        assert_eq!(merge_start(&[100, 6, 1, 1]), Some(2)); // 6 > 2 × 2: only the two newest
+                                                           // Every entry is rewritten a logarithmic number of times: simulate
+                                                           // a long run of flushes and count the rewrites.
+        let mut tables: Vec<u64> = Vec::new();
+        let mut rewritten = 0u64;
+        for _ in 0..1024 {
+            tables.extend(std::iter::once(1));
+            if tables.len() > TABLES_MAX {
+                let start = merge_start(&tables).unwrap();
+                let merged: u64 = tables.drain(start..).sum();
+                rewritten += merged;
+                tables.push(merged);
+            }
+        }
+        assert!(rewritten <= 1024 * 11, "{rewritten} rewrites for 1024 entries");
+        assert!(tables.len() <= TABLES_MAX + 1, "{tables:?}");
+    }
     use stele_log::DiskStorage;
 
     fn entry(hash: u64, revision: u64, position: u64) -> Entry {

@@ -174,13 +174,21 @@ impl Store {
 
     /// Queues an append and returns at once; `reply` runs on the writer
     /// thread after the append is durable (or failed). For front ends that
-    /// must not block.
+    /// must not block. `reply` also gets the parts back: send them to a
+    /// thread of yours to drop, as freeing a large append's events is time
+    /// the single writer thread would otherwise spend.
     pub fn append_with(
         &self,
         parts: Vec<StreamAppend>,
-        reply: impl FnOnce(Result<Vec<AppendResult>, AppendError>) + Send + 'static,
+        reply: impl FnOnce(Result<Vec<AppendResult>, AppendError>, Vec<StreamAppend>) + Send + 'static,
     ) {
-        self.submit(Command::Append(parts), Box::new(move |result, _command| reply(result)));
+        self.submit(
+            Command::Append(parts),
+            Box::new(move |result, command| match command {
+                Command::Append(parts) => reply(result, parts),
+                _ => unreachable!("the writer answers with the command it was given"),
+            }),
+        );
     }
 
     /// Sets a stream's metadata (an event in `$$stream`); `expected` is

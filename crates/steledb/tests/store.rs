@@ -609,7 +609,7 @@ fn submit(
     parts: Vec<StreamAppend>,
 ) -> std::sync::mpsc::Receiver<Result<Vec<AppendResult>, AppendError>> {
     let (sender, receiver) = std::sync::mpsc::channel();
-    store.append_with(parts, move |result| {
+    store.append_with(parts, move |result, _parts| {
         let _ = sender.send(result);
     });
     receiver

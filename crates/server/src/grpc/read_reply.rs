@@ -23,7 +23,10 @@ use crate::proto::event_store::client::streams::{ReadReq, ReadResp};
 pub enum ReadReply {
     /// Boxed: rare (confirmations, checkpoints), and 4x the size of an event.
     Message(Box<ReadResp>),
-    Event { event: RecordedEvent, uuid_as_string: bool },
+    Event {
+        event: RecordedEvent,
+        uuid_as_string: bool,
+    },
 }
 
 impl ReadReply {
