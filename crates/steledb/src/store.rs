@@ -172,11 +172,12 @@ impl Store {
         self.call(Command::Append(parts))
     }
 
-    /// Queues an append and returns at once; `reply` runs on the writer
-    /// thread after the append is durable (or failed). For front ends that
-    /// must not block. `reply` also gets the parts back: send them to a
-    /// thread of yours to drop, as freeing a large append's events is time
-    /// the single writer thread would otherwise spend.
+    /// Queues an append and returns at once; `reply` runs on one of the
+    /// store's threads after the append is durable (or failed), so it must
+    /// be quick and must not block. For front ends that must not block.
+    /// `reply` also gets the parts back: send them to a thread of yours to
+    /// drop, as freeing a large append's events is time the store's threads
+    /// would otherwise spend.
     pub fn append_with(
         &self,
         parts: Vec<StreamAppend>,

@@ -150,6 +150,32 @@ pub(crate) struct Writer {
     merger: Option<std::thread::JoinHandle<()>>,
     /// Memtable size at which the next flush is tried.
     flush_at_entries: usize,
+    /// Where committed requests go to be answered (see `spawn_answerer`);
+    /// `None` if that thread could not start: then the writer answers.
+    answers: Option<std::sync::mpsc::Sender<Answered>>,
+    answerer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Committed requests and their results, answered in commit order.
+type Answered = Vec<(Request, Vec<AppendResult>)>;
+
+/// Answers committed requests on a thread of its own. Waking a blocked
+/// caller is a system call; with 64 callers waiting, the wakeups took about
+/// half of the writer's time, time in which it can instead be writing the
+/// next batch while earlier callers are woken.
+fn spawn_answerer() -> Option<(std::sync::mpsc::Sender<Answered>, std::thread::JoinHandle<()>)> {
+    let (sender, receiver) = std::sync::mpsc::channel::<Answered>();
+    let thread = std::thread::Builder::new()
+        .name("stele-answer".into())
+        .spawn(move || {
+            for batch in receiver {
+                for (request, results) in batch {
+                    request.answer(Ok(results));
+                }
+            }
+        })
+        .ok()?;
+    Some((sender, thread))
 }
 
 impl Writer {
@@ -163,6 +189,8 @@ impl Writer {
             memtable_entries_max,
             merger: None,
             flush_at_entries: memtable_entries_max,
+            answers: None,
+            answerer: None,
         }
     }
 
@@ -172,6 +200,10 @@ impl Writer {
     }
 
     pub fn run(mut self, queue: Receiver<Request>) {
+        if let Some((answers, answerer)) = spawn_answerer() {
+            self.answers = Some(answers);
+            self.answerer = Some(answerer);
+        }
         let batch_bytes_max = self.shared.limits.batch_size_bytes_max;
         while let Ok(first) = queue.recv() {
             let mut size_bytes = first.command.size_bytes();
@@ -192,8 +224,13 @@ impl Writer {
                 batch = self.process(batch);
             }
         }
-        // The queue closed: every request was answered. Flushing the index
-        // now makes the next open skip the replay.
+        // The queue closed: every request was answered (or handed to the
+        // answerer, which finishes them before it exits). Flushing the
+        // index now makes the next open skip the replay.
+        drop(self.answers.take());
+        if let Some(answerer) = self.answerer.take() {
+            let _ = answerer.join();
+        }
         if let Some(merger) = self.merger.take() {
             let _ = merger.join();
         }
@@ -285,8 +322,13 @@ impl Writer {
                     self.recent.insert(first_id, value);
                 }
                 self.shared.publish(end);
-                for (request, results) in waiting {
-                    request.answer(Ok(results));
+                match &self.answers {
+                    Some(answers) => {
+                        if let Err(unsent) = answers.send(waiting) {
+                            unsent.0.into_iter().for_each(|(request, results)| request.answer(Ok(results)));
+                        }
+                    }
+                    None => waiting.into_iter().for_each(|(request, results)| request.answer(Ok(results))),
                 }
                 if self.shared.index.memtable_len() >= self.flush_at_entries {
                     self.flush_index(end);
