@@ -3,9 +3,16 @@
 //! this process at a random moment can check what survived.
 //!
 //! Output, one line each, fields separated by spaces:
-//! `try <batch> <stream>:<id>,<id>... [<stream>:<ids>...]` before an append,
+//! `opened <open_ms> <replayed_events>` once the store is open,
+//! `try <batch> <stream>@<expected>:<id>/<data_hash>,... [<stream>@<expected>:...]` before an append,
 //! `ok <batch> <stream>:<first_rev>:<last_rev>:<first_pos>:<last_pos> ...` after it is acknowledged,
 //! `rejected <batch> <error kind>` when it is refused.
+//!
+//! `<expected>` is `any`, `no-stream`, `exists` or a revision; `<data_hash>`
+//! is the FNV-1a 64 hash of the event's data in hex, so a checker can tell
+//! an event read back with other bytes from the one appended. A `try` line
+//! is written and flushed under the stdout lock before its append starts, so
+//! a line cut by a kill belongs to an append that never started.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,7 +20,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
-use steledb::{AppendError, ExpectedRevision, NewEvent, Store, StreamAppend, Uuid};
+use steledb::{AppendError, ExpectedRevision, NewEvent, Store, StoreConfig, StreamAppend, Uuid};
 
 #[derive(Args, Debug)]
 pub struct LoadArgs {
@@ -28,6 +35,19 @@ pub struct LoadArgs {
     appends: Option<u64>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Events per append are 1..=this (per stream of a multi-stream append).
+    #[arg(long, default_value_t = 3)]
+    events_max: u64,
+    /// Padding added to each event's data, to grow the log faster.
+    #[arg(long, default_value_t = 0)]
+    padding_bytes: usize,
+    /// Segment size; small values make many segments for damage tests.
+    #[arg(long)]
+    segment_size_bytes: Option<u64>,
+    /// Index memtable size; small values make the writer flush (and merge)
+    /// index tables all the time, so a kill lands inside one.
+    #[arg(long)]
+    index_memtable_entries: Option<usize>,
 }
 
 /// xorshift64*: a tiny deterministic generator; the load needs variety, not quality.
@@ -46,12 +66,26 @@ impl Rng {
 }
 
 pub fn run(args: &LoadArgs) -> Result<ExitCode, String> {
-    let store = Arc::new(Store::open(&args.data_dir).map_err(|e| e.to_string())?);
+    let defaults = StoreConfig::new(&args.data_dir);
+    let config = StoreConfig {
+        segment_size_bytes: args.segment_size_bytes.unwrap_or(defaults.segment_size_bytes),
+        index_memtable_entries_max: args.index_memtable_entries.unwrap_or(defaults.index_memtable_entries_max),
+        ..defaults
+    };
+    let store = Arc::new(Store::open_with(config).map_err(|e| e.to_string())?);
+    let report = store.open_report();
+    say(&format!("opened {} {}", report.open_ms, report.replayed_events));
+    let shape = Shape {
+        streams: args.streams,
+        appends: args.appends,
+        events_max: args.events_max.max(1),
+        padding_bytes: args.padding_bytes,
+    };
     let threads: Vec<_> = (0..args.writers)
         .map(|writer| {
             let store = store.clone();
-            let (streams, appends, seed) = (args.streams, args.appends, args.seed);
-            std::thread::spawn(move || write_loop(&store, writer as u64, streams, appends, seed))
+            let seed = args.seed;
+            std::thread::spawn(move || write_loop(&store, writer as u64, shape, seed))
         })
         .collect();
     for thread in threads {
@@ -60,7 +94,18 @@ pub fn run(args: &LoadArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_loop(store: &Store, writer: u64, streams: u64, appends: Option<u64>, seed: u64) -> Result<(), String> {
+/// What each writer thread appends.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    streams: u64,
+    appends: Option<u64>,
+    events_max: u64,
+    padding_bytes: usize,
+}
+
+fn write_loop(store: &Store, writer: u64, shape: Shape, seed: u64) -> Result<(), String> {
+    let Shape { streams, appends, events_max, padding_bytes } = shape;
+    let padding = "p".repeat(padding_bytes);
     let mut rng = Rng((seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (writer + 1)).max(1));
     let mut count = 0u64;
     while appends.is_none_or(|n| count < n) {
@@ -80,16 +125,25 @@ fn write_loop(store: &Store, writer: u64, streams: u64, appends: Option<u64>, se
                     None => ExpectedRevision::NoStream,
                 },
             };
-            let events = (0..1 + rng.below(3))
-                .map(|i| NewEvent::json(Uuid::new_v4(), "Loaded", format!("{{\"writer\":{writer},\"i\":{i}}}")))
+            let events = (0..1 + rng.below(events_max))
+                .map(|i| {
+                    let data = format!("{{\"writer\":{writer},\"i\":{i},\"pad\":\"{padding}\"}}");
+                    NewEvent::json(Uuid::new_v4(), "Loaded", data)
+                })
                 .collect();
             parts.push(StreamAppend::new(stream, expected, events));
         }
         let attempt: Vec<String> = parts
             .iter()
             .map(|p| {
-                let ids: Vec<String> = p.events.iter().map(|e| e.id.to_string()).collect();
-                format!("{}:{}", p.stream, ids.join(","))
+                let ids: Vec<String> = p.events.iter().map(|e| format!("{}/{:x}", e.id, fnv1a_64(&e.data))).collect();
+                let expected = match p.expected {
+                    ExpectedRevision::Any => "any".to_owned(),
+                    ExpectedRevision::NoStream => "no-stream".to_owned(),
+                    ExpectedRevision::StreamExists => "exists".to_owned(),
+                    ExpectedRevision::Exact(revision) => revision.to_string(),
+                };
+                format!("{}@{expected}:{}", p.stream, ids.join(","))
             })
             .collect();
         say(&format!("try {batch} {}", attempt.join(" ")));
@@ -112,6 +166,12 @@ fn write_loop(store: &Store, writer: u64, streams: u64, appends: Option<u64>, se
         }
     }
     Ok(())
+}
+
+/// FNV-1a, 64 bits: a fingerprint of the data for the checker, not a checksum
+/// the store relies on (the checker computes the same over what it reads).
+fn fnv1a_64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 fn say(line: &str) {

@@ -3,6 +3,7 @@
 
 mod bench;
 mod commands;
+mod damage;
 mod load;
 mod remote;
 mod serve;
@@ -54,6 +55,11 @@ enum Command {
     /// by the crash tests; runs until killed or `--appends` are done).
     #[command(hide = true)]
     DebugLoad(load::LoadArgs),
+    /// Damage one segment file of a stopped store (truncate, flip a bit,
+    /// zero a sector, duplicate a block), reproducibly from a seed; for
+    /// fault tests and drills. Prints what it did, with file and offset.
+    #[command(hide = true)]
+    DebugDamage(damage::DamageArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +74,7 @@ fn main() -> ExitCode {
         Command::Export(args) => commands::export::run(args),
         Command::Import(args) => commands::import::run(args),
         Command::DebugLoad(args) => load::run(&args),
+        Command::DebugDamage(args) => damage::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod history;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
