@@ -17,7 +17,15 @@
 //!   version: an unusable one is ignored and the stream replayed.
 //! - [`EventStore`] is what the repository needs from a store; the embedded
 //!   [`steledb::Store`] implements it, a remote client can too.
-//! - The [`testkit`] module: `given(events).when(command).then(events)`.
+//! - Consumers of the log, each with a [`Checkpoint`]: a [`Projection`]
+//!   keeps a read model in SQLite with its checkpoint in the same
+//!   transaction ([`ProjectionRunner`]); a [`ProcessManager`] issues
+//!   commands with ids derived from the event ([`command_id_for`]); a
+//!   [`Gateway`] delivers events outside with retries, back-off and a
+//!   circuit breaker ([`GatewayRunner`]). Timers go through the log
+//!   ([`Timers`], [`TimerService`]).
+//! - The [`testkit`] module: `given(events).when(command).then(events)`,
+//!   and replays of a recorded log into a projection.
 //!
 //! ```
 //! use serde::{Deserialize, Serialize};
@@ -67,20 +75,42 @@
 //! ```
 
 mod codec;
+mod consumer;
 mod decider;
+mod gateway;
 pub mod ids;
 pub mod limits;
+mod process;
+#[cfg(feature = "sqlite")]
+mod projection;
 mod recorded;
 mod repository;
 mod snapshot;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 mod store;
 pub mod testkit;
+mod timer;
 
 pub use codec::{CodecError, EventCodec, EventMetadata, Upcaster};
+pub use consumer::{
+    Checkpoint, CheckpointError, CheckpointStore, ConsumerError, MemoryCheckpoints, RunMode, RunReport, Source,
+    StopHandle,
+};
 pub use decider::{Context, Decider};
+pub use gateway::{
+    Backoff, BreakerConfig, BreakerState, CircuitBreaker, Gateway, GatewayClock, GatewayError, GatewayRunner,
+    GatewayStats, SystemGatewayClock,
+};
+pub use process::{command_id_for, ProcessManager, ProcessManagerRunner, PROCESS_ID_NAMESPACE};
+#[cfg(feature = "sqlite")]
+pub use projection::{Progress, Projection, ProjectionError, ProjectionReport, ProjectionRunner};
 pub use repository::{CommandRecord, Handled, Loaded, Repository, RepositoryError};
 pub use snapshot::{
     SnapshotConfig, SnapshotError, SnapshotIgnored, SnapshotOutcome, SnapshotPolicy, SnapshotUse, SNAPSHOT_EVENT_TYPE,
     SNAPSHOT_FORMAT,
 };
+#[cfg(feature = "sqlite")]
+pub use sqlite::{open_database, SqliteCheckpoints, CHECKPOINT_TABLE};
 pub use store::{EventStore, StoreError};
+pub use timer::{FiredTimer, PendingTimer, TimerError, TimerEvent, TimerService, Timers, TIMER_ID_NAMESPACE};

@@ -21,6 +21,10 @@
 //! assert_eq!(state, 9);
 //! given(Counter, [9]).when(2).then_error("too many".to_owned());
 //! ```
+//!
+//! Projections: [`replay`] a recorded log (a list of events) or
+//! [`replay_store`] a whole store into a projection's model in an
+//! in-memory SQLite database, then query it.
 
 use std::fmt::Debug;
 
@@ -133,4 +137,77 @@ where
 
 fn scenario<E: Debug, C: Debug>(given: &[E], command: &C) -> String {
     format!("given events: {given:#?}\nwhen command: {command:#?}")
+}
+
+/// Applies `events` (those the projection's source matches, in the order
+/// given) to a fresh model in an in-memory SQLite database, in one
+/// transaction, and returns the database for assertions.
+///
+/// ```
+/// # use steledb_sdk::Projection;
+/// # struct Counts;
+/// # impl Projection for Counts {
+/// #     type Error = rusqlite::Error;
+/// #     fn name(&self) -> &str { "counts" }
+/// #     fn init(&mut self, db: &rusqlite::Connection) -> rusqlite::Result<()> {
+/// #         db.execute_batch("CREATE TABLE IF NOT EXISTS counts (stream TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+/// #     }
+/// #     fn apply(&mut self, db: &rusqlite::Connection, event: &steledb::RecordedEvent) -> rusqlite::Result<()> {
+/// #         db.execute("INSERT INTO counts VALUES (?1, 1) ON CONFLICT(stream) DO UPDATE SET n = n + 1", [event.stream()])?;
+/// #         Ok(())
+/// #     }
+/// #     fn reset(&mut self, db: &rusqlite::Connection) -> rusqlite::Result<()> { db.execute_batch("DROP TABLE counts") }
+/// # }
+/// use steledb::{RecordedEvent, RecordedEventParts, Uuid};
+/// use steledb_sdk::testkit::{query_i64, replay};
+///
+/// let event = |stream, position| RecordedEvent::new(RecordedEventParts {
+///     id: Uuid::new_v4(), stream, revision: 0, position, event_type: "Placed",
+///     content_type: "application/json", data: b"{}", metadata: b"", recorded_at_us: 0,
+/// });
+/// let db = replay(Counts, [event("order-1", 0), event("order-1", 100), event("order-2", 200)])?;
+/// assert_eq!(query_i64(&db, "SELECT n FROM counts WHERE stream = 'order-1'")?, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[cfg(feature = "sqlite")]
+pub fn replay<P: crate::Projection>(
+    mut projection: P,
+    events: impl IntoIterator<Item = steledb::RecordedEvent>,
+) -> Result<rusqlite::Connection, crate::ProjectionError> {
+    use crate::ProjectionError;
+    let name = projection.name().to_owned();
+    let setup =
+        |step, source: P::Error| ProjectionError::Setup { projection: name.clone(), step, source: Box::new(source) };
+    let mut connection = rusqlite::Connection::open_in_memory()?;
+    let transaction = connection.transaction()?;
+    projection.init(&transaction).map_err(|e| setup("create", e))?;
+    let source = projection.source();
+    for event in events.into_iter().filter(|e| source.matches(e)) {
+        projection.apply(&transaction, &event).map_err(|source| ProjectionError::Apply {
+            projection: name.clone(),
+            position: event.position,
+            source: Box::new(source),
+        })?;
+    }
+    transaction.commit()?;
+    Ok(connection)
+}
+
+/// Runs `projection` over everything in `store` into a fresh in-memory
+/// SQLite database (the real runner, batches and checkpoint included) and
+/// returns the database for assertions.
+#[cfg(feature = "sqlite")]
+pub fn replay_store<P: crate::Projection>(
+    projection: P,
+    store: &steledb::Store,
+) -> Result<rusqlite::Connection, crate::ProjectionError> {
+    let mut runner = crate::ProjectionRunner::new(store, rusqlite::Connection::open_in_memory()?, projection)?;
+    runner.run_until_caught_up()?;
+    Ok(runner.into_connection())
+}
+
+/// The single integer a query returns (a count, a sum): for assertions.
+#[cfg(feature = "sqlite")]
+pub fn query_i64(connection: &rusqlite::Connection, sql: &str) -> Result<i64, rusqlite::Error> {
+    connection.query_row(sql, [], |row| row.get(0))
 }
