@@ -68,6 +68,32 @@ struct Memtable {
     count: usize,
 }
 
+impl Memtable {
+    fn range(&self, hash: u64, low: u64, high: u64, found: &mut Vec<(u64, u64)>) {
+        if let Some(entries) = self.streams.get(&hash) {
+            found.extend(entries.iter().copied().filter(|(revision, _)| (low..=high).contains(revision)));
+        }
+    }
+
+    fn last(&self, hash: u64) -> Option<(u64, u64)> {
+        self.streams.get(&hash).and_then(|entries| entries.iter().max().copied())
+    }
+
+    fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
+        self.streams
+            .iter()
+            .flat_map(|(&hash, list)| list.iter().map(move |&(revision, position)| Entry { hash, revision, position }))
+    }
+}
+
+/// A memtable taken out of service to be written as a table by a
+/// background thread; lookups consult it until its table is in place.
+#[derive(Debug)]
+struct Frozen {
+    memtable: Memtable,
+    covers_end: u64,
+}
+
 #[derive(Debug)]
 struct Table {
     path: PathBuf,
@@ -84,6 +110,8 @@ pub struct Index {
     storage: Arc<dyn Storage>,
     dir: PathBuf,
     memtable: RwLock<Memtable>,
+    /// At most one memtable waiting to be written (see `freeze`).
+    frozen: RwLock<Option<Arc<Frozen>>>,
     /// Oldest first. Replaced whole (copy on write) by flush and merge.
     tables: RwLock<Arc<Vec<Arc<Table>>>>,
 }
@@ -133,6 +161,7 @@ impl Index {
             storage,
             dir: dir.to_path_buf(),
             memtable: RwLock::new(Memtable::default()),
+            frozen: RwLock::new(None),
             tables: RwLock::new(Arc::new(kept)),
         })
     }
@@ -160,14 +189,14 @@ impl Index {
 
     /// Entries of `hash` with revision in `[low, high]`, sorted, without duplicates.
     pub fn range(&self, hash: u64, low: u64, high: u64) -> Result<Vec<(u64, u64)>, IndexError> {
-        // Memtable first, then tables: a flush adds its table before it
-        // clears the memtable, so this order never misses an entry.
-        let mut found: Vec<(u64, u64)> = {
-            let memtable = self.memtable.read().unwrap();
-            memtable.streams.get(&hash).map_or_else(Vec::new, |entries| {
-                entries.iter().copied().filter(|(revision, _)| (low..=high).contains(revision)).collect()
-            })
-        };
+        // Memtable, then the frozen one, then tables: entries move only in
+        // that direction, each step adding to the next place before it
+        // leaves the previous one, so this order never misses an entry.
+        let mut found = Vec::new();
+        self.memtable.read().unwrap().range(hash, low, high, &mut found);
+        if let Some(frozen) = self.frozen() {
+            frozen.memtable.range(hash, low, high, &mut found);
+        }
         let tables = self.tables.read().unwrap().clone();
         for table in tables.iter() {
             table.range(hash, low, high, &mut found)?;
@@ -179,10 +208,10 @@ impl Index {
 
     /// The highest `(revision, position)` of `hash`.
     pub fn last(&self, hash: u64) -> Result<Option<(u64, u64)>, IndexError> {
-        let mut best = {
-            let memtable = self.memtable.read().unwrap();
-            memtable.streams.get(&hash).and_then(|entries| entries.iter().max().copied())
-        };
+        let mut best = self.memtable.read().unwrap().last(hash);
+        if let Some(frozen) = self.frozen() {
+            best = best.max(frozen.memtable.last(hash));
+        }
         let tables = self.tables.read().unwrap().clone();
         for table in tables.iter() {
             best = best.max(table.last(hash)?);
@@ -190,30 +219,58 @@ impl Index {
         Ok(best)
     }
 
-    /// Writes the memtable out as a table covering the log up to
-    /// `covers_end` (a committed transaction boundary) and empties it.
-    pub fn flush(&self, covers_end: u64) -> Result<(), IndexError> {
-        let mut entries: Vec<Entry> = {
-            let memtable = self.memtable.read().unwrap();
-            memtable
-                .streams
-                .iter()
-                .flat_map(|(&hash, list)| {
-                    list.iter().map(move |&(revision, position)| Entry { hash, revision, position })
-                })
-                .collect()
-        };
+    fn frozen(&self) -> Option<Arc<Frozen>> {
+        self.frozen.read().unwrap().clone()
+    }
+
+    /// Whether a frozen memtable is waiting to be written.
+    pub fn has_frozen(&self) -> bool {
+        self.frozen.read().unwrap().is_some()
+    }
+
+    /// Takes the memtable out of service, to be written by `write_frozen`
+    /// (on another thread) while new entries go to a fresh one. `covers_end`
+    /// is the committed log end the memtable indexes up to. Returns false,
+    /// doing nothing, while an earlier frozen memtable is still unwritten.
+    pub fn freeze(&self, covers_end: u64) -> bool {
+        let mut memtable = self.memtable.write().unwrap();
+        let mut frozen = self.frozen.write().unwrap();
+        if frozen.is_some() {
+            return false;
+        }
+        // Installed before the memtable lock is released: a reader that
+        // finds the new, empty memtable finds this one next.
+        *frozen = Some(Arc::new(Frozen { memtable: std::mem::take(&mut *memtable), covers_end }));
+        true
+    }
+
+    /// Writes the frozen memtable as a table and retires it. On failure it
+    /// stays frozen (and consulted), and a later call tries again.
+    pub fn write_frozen(&self) -> Result<(), IndexError> {
+        let Some(frozen) = self.frozen() else { return Ok(()) };
+        let mut entries: Vec<Entry> = frozen.memtable.entries().collect();
         entries.sort_unstable();
         let covers_start = self.checkpoint();
-        assert!(covers_start <= covers_end);
-        let table = write_table(&*self.storage, &self.dir, covers_start, covers_end, &mut entries.into_iter())?;
+        assert!(covers_start <= frozen.covers_end);
+        let table = write_table(&*self.storage, &self.dir, covers_start, frozen.covers_end, &mut entries.into_iter())?;
         {
             let mut tables = self.tables.write().unwrap();
             let mut list = Vec::clone(&tables);
             list.push(Arc::new(table));
             *tables = Arc::new(list);
         }
-        *self.memtable.write().unwrap() = Memtable::default();
+        *self.frozen.write().unwrap() = None;
+        Ok(())
+    }
+
+    /// Writes everything in memory out as tables, the index then covering
+    /// the log up to `covers_end` (a committed transaction boundary): the
+    /// frozen memtable if one is waiting, then the memtable.
+    pub fn flush(&self, covers_end: u64) -> Result<(), IndexError> {
+        self.write_frozen()?;
+        if self.freeze(covers_end) {
+            self.write_frozen()?;
+        }
         Ok(())
     }
 
@@ -263,12 +320,9 @@ impl Index {
 
     /// Calls `f` with every entry in `(hash, revision, position)` order.
     pub fn for_each(&self, mut f: impl FnMut(Entry)) -> Result<(), IndexError> {
-        let mut all: Vec<Entry> = Vec::new();
-        {
-            let memtable = self.memtable.read().unwrap();
-            for (&hash, list) in &memtable.streams {
-                all.extend(list.iter().map(|&(revision, position)| Entry { hash, revision, position }));
-            }
+        let mut all: Vec<Entry> = self.memtable.read().unwrap().entries().collect();
+        if let Some(frozen) = self.frozen() {
+            all.extend(frozen.memtable.entries());
         }
         let tables = self.tables.read().unwrap().clone();
         for table in tables.iter() {
@@ -542,6 +596,36 @@ mod tests {
 
     fn entry(hash: u64, revision: u64, position: u64) -> Entry {
         Entry { hash, revision, position }
+    }
+
+    #[test]
+    fn a_frozen_memtable_answers_until_its_table_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Arc::new(Index::open(Arc::new(DiskStorage), dir.path()).unwrap());
+        index.insert((0..500u64).map(|r| entry(7, r, r * 10)));
+        assert!(index.freeze(5_000));
+        assert!(!index.freeze(5_000), "one frozen memtable at a time");
+        assert_eq!(index.memtable_len(), 0);
+        index.insert((500..600u64).map(|r| entry(7, r, r * 10)));
+        // Frozen and fresh memtable together, before the table exists.
+        assert_eq!(index.range(7, 0, u64::MAX).unwrap().len(), 600);
+        assert_eq!(index.last(7).unwrap(), Some((599, 5_990)));
+        // Readers on other threads while the table is written never miss an entry.
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                for _ in 0..200 {
+                    assert_eq!(index.range(7, 0, u64::MAX).unwrap().len(), 600);
+                }
+            });
+            index.write_frozen().unwrap();
+            reader.join().unwrap();
+        });
+        assert!(!index.has_frozen());
+        assert_eq!(index.checkpoint(), 5_000);
+        assert_eq!(index.table_count(), 1);
+        assert_eq!(index.range(7, 0, u64::MAX).unwrap().len(), 600);
+        index.flush(6_000).unwrap();
+        assert_eq!((index.checkpoint(), index.memtable_len()), (6_000, 0));
     }
 
     #[test]

@@ -146,8 +146,9 @@ pub(crate) struct Writer {
     recent: RecentAppends,
     last_stamp_us: u64,
     memtable_entries_max: usize,
-    /// The index merge running in the background, if any (at most one).
-    merger: Option<std::thread::JoinHandle<()>>,
+    /// The index maintenance running in the background, if any (at most
+    /// one): writing a frozen memtable as a table, then merging tables.
+    index_job: Option<std::thread::JoinHandle<()>>,
     /// Memtable size at which the next flush is tried.
     flush_at_entries: usize,
     /// Where committed requests go to be answered (see `spawn_answerer`);
@@ -187,7 +188,7 @@ impl Writer {
             recent: RecentAppends::default(),
             last_stamp_us: 0,
             memtable_entries_max,
-            merger: None,
+            index_job: None,
             flush_at_entries: memtable_entries_max,
             answers: None,
             answerer: None,
@@ -231,11 +232,12 @@ impl Writer {
         if let Some(answerer) = self.answerer.take() {
             let _ = answerer.join();
         }
-        if let Some(merger) = self.merger.take() {
-            let _ = merger.join();
+        if let Some(job) = self.index_job.take() {
+            let _ = job.join();
         }
-        if self.log.is_poisoned().is_none() && self.shared.index.memtable_len() > 0 {
-            let _ = self.shared.index.flush(self.log.committed_end());
+        let index = &self.shared.index;
+        if self.log.is_poisoned().is_none() && (index.memtable_len() > 0 || index.has_frozen()) {
+            let _ = index.flush(self.log.committed_end());
         }
     }
 
@@ -344,41 +346,44 @@ impl Writer {
         carried
     }
 
-    /// Writes the memtable out as a table. Tables are derived state: a
-    /// failed flush loses nothing, but the memtable keeps growing, so the
-    /// failure is reported (`Store::index_error`) and retried only after
-    /// another memtable's worth of entries rather than after every batch.
+    /// Hands the memtable to a background thread to be written as a table
+    /// (then merges tables if there are too many), so appends never wait
+    /// for sorting and writing an index table. Tables are derived state: a
+    /// failed write loses nothing (the frozen memtable stays in use), but
+    /// memory keeps growing, so the failure is reported
+    /// (`Store::index_error`) and retried only after another memtable's
+    /// worth of entries rather than after every batch.
     fn flush_index(&mut self, end: u64) {
-        match self.shared.index.flush(end) {
-            Ok(()) => {
-                *self.shared.index_error.lock().unwrap() = None;
-                self.flush_at_entries = self.memtable_entries_max;
-                self.start_merge_if_needed();
-            }
-            Err(error) => {
-                *self.shared.index_error.lock().unwrap() = Some(error.to_string());
-                self.flush_at_entries = self.shared.index.memtable_len() + self.memtable_entries_max;
-            }
+        if self.index_job.as_ref().is_some_and(|job| !job.is_finished()) {
+            return; // the memtable grows a little longer
         }
-    }
-
-    /// Merges index tables on a background thread, so appends do not wait
-    /// for a merge whose cost grows with the index.
-    fn start_merge_if_needed(&mut self) {
-        if self.merger.as_ref().is_some_and(|m| !m.is_finished()) || !self.shared.index.needs_merge() {
+        if let Some(job) = self.index_job.take() {
+            let _ = job.join();
+        }
+        // A table that failed to be written is retried before the memtable
+        // is frozen again (there is room for one frozen memtable).
+        let retrying = self.shared.index.has_frozen();
+        if !retrying && !self.shared.index.freeze(end) {
             return;
         }
-        if let Some(finished) = self.merger.take() {
-            let _ = finished.join();
-        }
         let shared = self.shared.clone();
-        // A merge that fails or cannot start leaves the tables as they were.
-        self.merger = std::thread::Builder::new()
-            .name("stele-index-merge".into())
-            .spawn(move || {
+        let job = std::thread::Builder::new().name("stele-index".into()).spawn(move || {
+            if let Err(error) = shared.index.write_frozen() {
+                *shared.index_error.lock().unwrap() = Some(error.to_string());
+                return;
+            }
+            *shared.index_error.lock().unwrap() = None;
+            // A merge that fails leaves the tables as they were.
+            if shared.index.needs_merge() {
                 let _ = shared.index.merge();
-            })
-            .ok();
+            }
+        });
+        self.index_job = job.ok(); // without a thread, the next try writes it
+                                   // The memtable is not frozen while a retry is pending, so it only
+                                   // shrinks once the retry succeeds: wait another memtable's worth
+                                   // before the next try rather than trying after every batch.
+        self.flush_at_entries = self.memtable_entries_max
+            + if retrying || self.index_job.is_none() { self.shared.index.memtable_len() } else { 0 };
     }
 
     fn write_error(&self, error: WriteError) -> AppendError {
