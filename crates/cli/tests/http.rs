@@ -580,3 +580,45 @@ fn sigterm_exits_cleanly_and_the_data_survives() {
     append(&server, "kept", json!({ "type": "After", "data": {} }));
     assert_eq!(read(&server, "/streams/kept?from=end&direction=backward&limit=1")[0]["revision"], 5);
 }
+
+#[test]
+fn connections_past_the_limit_wait_until_one_closes() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    let server = support::start_with_config("connections_max = 2\n");
+    // Two idle connections take both places (a served request shows each
+    // was accepted).
+    let mut held: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut stream = TcpStream::connect(server.address()).unwrap();
+            stream.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+            let mut reply = [0u8; 12];
+            stream.read_exact(&mut reply).unwrap();
+            assert_eq!(&reply, b"HTTP/1.1 200");
+            stream
+        })
+        .collect();
+    // A third client connects (the kernel's backlog) but is not served...
+    let mut waiting = TcpStream::connect(server.address()).unwrap();
+    waiting.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+    waiting.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let mut first = [0u8; 1];
+    let early = waiting.read(&mut first);
+    assert!(early.is_err(), "served past the limit: {early:?}");
+    // ...until one of the others closes.
+    drop(held.pop());
+    waiting.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut reply = Vec::new();
+    waiting.read_to_end(&mut reply).unwrap();
+    assert!(reply.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&reply));
+    // Open now: the one still held and the one asking.
+    let open_now = || metric(&server.get("/metrics").text(), "stele_connections_open");
+    let settled = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        open_now() == Some(2.0)
+    });
+    assert!(settled, "stele_connections_open is {:?}", open_now());
+    drop(held);
+}

@@ -19,7 +19,13 @@ pub struct ServerConfig {
     pub advertise: Option<String>,
     pub segment_size_bytes: u64,
     pub limits: Limits,
+    /// Connections open at once; more wait in the kernel's backlog.
+    pub connections_max: usize,
 }
+
+/// Enough for many clients, each with a connection pool, on a small
+/// machine; every connection costs a task and its buffers.
+pub const DEFAULT_CONNECTIONS_MAX: usize = 4096;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -29,6 +35,7 @@ impl Default for ServerConfig {
             advertise: None,
             segment_size_bytes: steledb::StoreConfig::new("").segment_size_bytes,
             limits: Limits::default(),
+            connections_max: DEFAULT_CONNECTIONS_MAX,
         }
     }
 }
@@ -46,6 +53,7 @@ pub struct FileConfig {
     pub append_events_max: Option<usize>,
     pub append_streams_max: Option<usize>,
     pub queue_requests_max: Option<usize>,
+    pub connections_max: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +86,13 @@ impl ServerConfig {
         set!(limits.append_events_max, file.append_events_max);
         set!(limits.append_streams_max, file.append_streams_max);
         set!(limits.queue_requests_max, file.queue_requests_max);
+        if file.connections_max == Some(0) {
+            return Err(ConfigError::Invalid {
+                path: path.into(),
+                message: "connections_max must be at least 1".into(),
+            });
+        }
+        set!(self.connections_max, file.connections_max);
         if file.advertise.is_some() {
             self.advertise = file.advertise;
         }

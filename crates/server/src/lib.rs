@@ -6,6 +6,7 @@ pub mod config;
 pub mod event_json;
 mod grpc;
 mod http;
+mod listener;
 mod metrics;
 pub mod proto;
 mod state;
@@ -90,14 +91,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
             let _ = shutdown_sender.send(true);
         }
     };
-    // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs stall small
-    // replies (a stream read's last frames) by ~40 ms.
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::warn!(%error, "cannot set TCP_NODELAY");
-        }
-    });
+    let listener = listener::LimitedListener::new(listener, config.connections_max, state.metrics.clone());
     let server = axum::serve(listener, app).with_graceful_shutdown(signal);
     let mut stopping = state.shutdown.clone();
     tokio::select! {

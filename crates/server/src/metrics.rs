@@ -16,6 +16,7 @@ pub struct Metrics {
     pub reads: AtomicU64,
     pub subscriptions_active: AtomicI64,
     pub subscriptions: AtomicU64,
+    pub connections_open: AtomicI64,
 }
 
 /// Labels of `stele_append_errors_total`, by `AppendError` variant group.
@@ -80,6 +81,12 @@ impl Metrics {
             "stele_subscriptions_active",
             "Subscriptions open now.",
             self.subscriptions_active.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "stele_connections_open",
+            "Client connections open now.",
+            self.connections_open.load(Ordering::Relaxed),
         );
         gauge(&mut out, "stele_log_size_bytes", "Logical size of the log.", store.end_position() as i64);
         gauge(&mut out, "stele_log_segments", "Segment files.", store.segments().len() as i64);
