@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use steledb::{
     AllStart, AppendError, AppendResult, Direction, EventFilter, ExpectedRevision, NewEvent, ReadError, StreamAppend,
@@ -657,10 +657,23 @@ async fn finish_batch(
         E::Any(()) => ExpectedKind::Any,
         E::StreamExists(()) => ExpectedKind::StreamExists,
     }));
-    let outcome = if events.is_empty() {
-        check_only(state, stream.clone(), expected).await
-    } else {
-        bridge::append(state, vec![StreamAppend::new(stream.clone(), expected, events)]).await.map(|mut r| r.remove(0))
+    let Some(time_left) = batch_time_left(options.as_ref(), SystemTime::now()) else {
+        return reply(batch_append_resp::Result::Error(timeout_status()));
+    };
+    let work = async {
+        if events.is_empty() {
+            check_only(state, stream.clone(), expected).await
+        } else {
+            bridge::append(state, vec![StreamAppend::new(stream.clone(), expected, events)])
+                .await
+                .map(|mut r| r.remove(0))
+        }
+    };
+    // Past the deadline the client is told `Timeout`, as KurrentDB does: the
+    // append may still be written (the writer cannot take it back), which is
+    // what that reply means to clients.
+    let Ok(outcome) = tokio::time::timeout(time_left, work).await else {
+        return reply(batch_append_resp::Result::Error(timeout_status()));
     };
     match outcome {
         Ok(result) => {
@@ -678,6 +691,40 @@ async fn finish_batch(
             &stream,
             state.config.limits.append_size_bytes_max,
         ))),
+    }
+}
+
+/// The longest a batch may take: KurrentDB's write timeout, which also caps
+/// the deadline clients send.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a batch has left, from its deadline; `None` when it has passed.
+/// Field 7 (`deadline`, a `Duration`) is treated as KurrentDB's server does:
+/// as a relative timeout, capped by the write timeout (clients send "now +
+/// 10 s" in it, which the cap brings back to 10 s). Field 6 (a `Timestamp`,
+/// clients of 21.10) is an absolute time.
+fn batch_time_left(options: Option<&batch_append_req::Options>, now: SystemTime) -> Option<Duration> {
+    use batch_append_req::options::DeadlineOption;
+    let requested = match options.and_then(|o| o.deadline_option.as_ref()) {
+        None => return Some(BATCH_TIMEOUT),
+        Some(DeadlineOption::Deadline(relative)) => Duration::try_from(*relative).unwrap_or(Duration::ZERO),
+        Some(DeadlineOption::Deadline21100(at)) => {
+            let at = SystemTime::try_from(*at).ok()?;
+            at.duration_since(now).unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(requested.min(BATCH_TIMEOUT)).filter(|left| !left.is_zero())
+}
+
+fn timeout_status() -> rpc::Status {
+    use prost::Message;
+    rpc::Status {
+        code: rpc::Code::DeadlineExceeded as i32,
+        message: "Timeout expired".to_owned(),
+        details: Some(prost_types::Any {
+            type_url: "type.googleapis.com/event_store.client.Timeout".to_owned(),
+            value: shared::Timeout {}.encode_to_vec(),
+        }),
     }
 }
 
@@ -733,4 +780,34 @@ fn batch_error(error: &AppendError, stream: &str, append_size_bytes_max: usize) 
 
 fn rpc_status(status: &Status, details: Option<prost_types::Any>) -> rpc::Status {
     rpc::Status { code: status.code() as i32, message: status.message().to_owned(), details }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use batch_append_req::options::DeadlineOption;
+
+    fn with_deadline(deadline: Option<DeadlineOption>) -> batch_append_req::Options {
+        batch_append_req::Options { deadline_option: deadline, ..Default::default() }
+    }
+
+    #[test]
+    fn batch_deadlines() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_000_000);
+        let left = |deadline| batch_time_left(Some(&with_deadline(deadline)), now);
+        assert_eq!(batch_time_left(None, now), Some(BATCH_TIMEOUT));
+        assert_eq!(left(None), Some(BATCH_TIMEOUT));
+        // What clients send in field 7: "now + 10 s" since the epoch, capped.
+        let epoch_plus = prost_types::Duration { seconds: 1_764_000_010, nanos: 0 };
+        assert_eq!(left(Some(DeadlineOption::Deadline(epoch_plus))), Some(BATCH_TIMEOUT));
+        let short = prost_types::Duration { seconds: 0, nanos: 250_000_000 };
+        assert_eq!(left(Some(DeadlineOption::Deadline(short))), Some(Duration::from_millis(250)));
+        let negative = prost_types::Duration { seconds: -1, nanos: 0 };
+        assert_eq!(left(Some(DeadlineOption::Deadline(negative))), None);
+        // Field 6: an absolute time.
+        let at = |seconds| Some(DeadlineOption::Deadline21100(prost_types::Timestamp { seconds, nanos: 0 }));
+        assert_eq!(left(at(1_764_000_003)), Some(Duration::from_secs(3)));
+        assert_eq!(left(at(1_763_999_999)), None, "already past");
+        assert_eq!(left(at(1_764_009_999)), Some(BATCH_TIMEOUT));
+    }
 }
