@@ -575,9 +575,10 @@ mod tests {
         assert_eq!(merge_start(&[1000, 1, 1, 1, 1, 1, 1]), Some(1));
         // Until the newer ones add up to half of it.
         assert_eq!(merge_start(&[12, 6, 1, 1, 1, 1, 1]), Some(0));
-        assert_eq!(merge_start(&[100, 6, 1, 1]), Some(2)); // 6 > 2 × 2: only the two newest
-                                                           // Every entry is rewritten a logarithmic number of times: simulate
-                                                           // a long run of flushes and count the rewrites.
+        // 6 > 2 × 2: only the two newest.
+        assert_eq!(merge_start(&[100, 6, 1, 1]), Some(2));
+        // Every entry is rewritten a logarithmic number of times: simulate
+        // a long run of flushes and count the rewrites.
         let mut tables: Vec<u64> = Vec::new();
         let mut rewritten = 0u64;
         for _ in 0..1024 {
