@@ -1017,4 +1017,41 @@ proptest! {
         prop_assert_eq!(recovery.truncated_bytes, 0);
         check_model(&reader, &survivors);
     }
+
+    /// Hostile bytes after the last commit (a torn write of anything, or
+    /// random junk) never panic recovery, never change a committed record,
+    /// and are cut off as a torn tail; the log takes appends after them.
+    #[test]
+    fn arbitrary_bytes_after_the_last_commit_are_a_torn_tail(
+        txs in prop::collection::vec(tx_strategy(), 1..10),
+        junk in prop::collection::vec(any::<u8>(), 1..600),
+        plausible_length in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = Model::default();
+        let last = {
+            let (mut writer, reader, _) = open_disk(dir.path(), SMALL);
+            for tx in &txs {
+                model.commit_one(&mut writer, &reader, tx);
+            }
+            reader.segments().last().unwrap().clone()
+        };
+        let mut junk = junk;
+        if plausible_length && junk.len() >= 4 {
+            // A length field that fits the junk, so the frame checks run.
+            let length = (junk.len() as u32).to_le_bytes();
+            junk[..4].copy_from_slice(&length);
+        }
+        let mut file = OpenOptions::new().append(true).open(&last.path).unwrap();
+        file.write_all(&junk).unwrap();
+        drop(file);
+
+        let (mut writer, reader, recovery) = open_disk(dir.path(), SMALL);
+        prop_assert_eq!(recovery.end_position, model.end());
+        prop_assert_eq!(recovery.truncated_bytes, junk.len() as u64);
+        check_model(&reader, &model);
+        check_files(&reader, dir.path());
+        model.commit_one(&mut writer, &reader, &vec![(1, b"after".to_vec())]);
+        check_model(&reader, &model);
+    }
 }

@@ -318,4 +318,89 @@ mod tests {
         let three = br#"[{"type":"a","data":1},{"type":"a","data":1},{"type":"a","data":1}]"#;
         assert_eq!(code(three), "too_many_events");
     }
+
+    // Hostile input: the request-body parser against arbitrary and damaged
+    // bodies, and against serde_json on generated JSON.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        const ERROR_CODES: [&str; 7] = [
+            "invalid_json",
+            "empty_append",
+            "invalid_event",
+            "invalid_uuid",
+            "invalid_base64",
+            "too_many_events",
+            "invalid_event_type",
+        ];
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+                "\\PC{0,12}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 32, 6, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    proptest::collection::btree_map("\\PC{0,8}", inner, 0..6)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// Whatever the outcome, it is a stored-as-given event list or one
+        /// of the documented errors; JSON data is always valid JSON text.
+        fn check(body: &[u8]) -> Result<(), TestCaseError> {
+            match parse_events(body, 100) {
+                Ok(events) => {
+                    for event in events {
+                        if event.content_type == steledb::CONTENT_TYPE_JSON {
+                            // Valid JSON text; serde_json (f64 numbers) may only
+                            // object to a number's range, which JSON leaves open.
+                            let parsed = serde_json::from_slice::<Value>(&event.data);
+                            let fine = parsed.as_ref().map_or_else(|e| e.to_string().contains("number out of range"), |_| true);
+                            prop_assert!(fine, "data is not JSON ({parsed:?}): {:?}", String::from_utf8_lossy(&event.data));
+                        }
+                    }
+                }
+                Err(error) => prop_assert!(ERROR_CODES.contains(&error.code), "unexpected code {}", error.code),
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn arbitrary_bytes_are_refused_or_parsed(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+                check(&body)?;
+            }
+
+            #[test]
+            fn generated_json_round_trips(data in json_value(), metadata in json_value(), event_type in "[A-Za-z]{1,12}") {
+                let body = serde_json::to_vec(&serde_json::json!({ "type": event_type, "data": data, "metadata": metadata })).unwrap();
+                let events = parse_events(&body, 10).unwrap();
+                prop_assert_eq!(events.len(), 1);
+                // Stored as the exact text the client sent.
+                prop_assert_eq!(&events[0].data, &serde_json::to_vec(&data).unwrap());
+                let metadata_text = if metadata.is_null() { Vec::new() } else { serde_json::to_vec(&metadata).unwrap() };
+                prop_assert_eq!(&events[0].metadata, &metadata_text);
+            }
+
+            #[test]
+            fn damaged_bodies_are_refused_or_parsed(data in json_value(), cut in any::<prop::sample::Index>(), flip in any::<prop::sample::Index>(), byte: u8) {
+                let body = serde_json::to_vec(&serde_json::json!([{ "type": "T", "data": data }])).unwrap();
+                check(&body[..cut.index(body.len() + 1)])?;
+                let mut flipped = body.clone();
+                let at = flip.index(flipped.len());
+                flipped[at] = byte;
+                check(&flipped)?;
+            }
+        }
+    }
 }
