@@ -667,3 +667,33 @@ fn a_refusal_never_names_a_revision_that_did_not_commit() {
         assert!(store.writer_stopped().is_some(), "round {round}: one of the syncs failed");
     }
 }
+
+#[test]
+fn a_flood_past_the_queue_is_refused_as_overloaded_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { queue_requests_max: 8, ..Limits::default() };
+    let store = Store::open_with(StoreConfig { limits, ..config(dir.path()) }).unwrap();
+    // Far more requests than the queue holds, submitted without waiting.
+    let receivers: Vec<_> = (0..2_000)
+        .map(|i| submit(&store, vec![StreamAppend::new(format!("flood-{}", i % 16), ExpectedRevision::Any, events(3))]))
+        .collect();
+    let (mut acknowledged, mut overloaded) = (0u64, 0u64);
+    for receiver in receivers {
+        match receiver.recv().unwrap() {
+            Ok(results) => acknowledged += results[0].last_revision - results[0].first_revision + 1,
+            Err(AppendError::Overloaded { capacity }) => {
+                assert_eq!(capacity, 8);
+                overloaded += 1;
+            }
+            Err(other) => panic!("unexpected: {other}"),
+        }
+    }
+    assert!(overloaded > 0, "the queue never filled");
+    assert!(acknowledged > 0);
+    // Exactly the acknowledged events are there, and appends go on.
+    assert_eq!(read_all_events(&store).len() as u64, acknowledged);
+    store.append("after", ExpectedRevision::NoStream, events(1)).unwrap();
+    drop(store);
+    let store = Store::open_with(config(dir.path())).unwrap();
+    assert_eq!(read_all_events(&store).len() as u64, acknowledged + 1);
+}
