@@ -187,6 +187,14 @@ impl Server {
         tail(&self.stderr)
     }
 
+    /// Sends SIGKILL and reaps the process; `restart` starts it again.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn stop_with_sigterm(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("the server is running");

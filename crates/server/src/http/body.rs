@@ -363,8 +363,14 @@ mod tests {
                             // Valid JSON text; serde_json (f64 numbers) may only
                             // object to a number's range, which JSON leaves open.
                             let parsed = serde_json::from_slice::<Value>(&event.data);
-                            let fine = parsed.as_ref().map_or_else(|e| e.to_string().contains("number out of range"), |_| true);
-                            prop_assert!(fine, "data is not JSON ({parsed:?}): {:?}", String::from_utf8_lossy(&event.data));
+                            let fine = parsed
+                                .as_ref()
+                                .map_or_else(|e| e.to_string().contains("number out of range"), |_| true);
+                            prop_assert!(
+                                fine,
+                                "data is not JSON ({parsed:?}): {:?}",
+                                String::from_utf8_lossy(&event.data)
+                            );
                         }
                     }
                 }
