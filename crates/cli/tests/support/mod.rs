@@ -47,6 +47,12 @@ pub fn start_with_config(toml: &str) -> Server {
     launch(tempfile::tempdir().expect("a temporary directory"), Some(toml.to_owned()))
 }
 
+/// Starts a server whose data directory is `root/data` (which may be
+/// prepared first, e.g. as a mount point).
+pub fn start_in(root: tempfile::TempDir) -> Server {
+    launch(root, None)
+}
+
 /// Starts a stopped server again on the same data directory and config (on a new port).
 pub fn restart(mut server: Server) -> Server {
     if server.is_running() {
