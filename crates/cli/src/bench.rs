@@ -432,7 +432,7 @@ fn remote_events(
     ids: &mut IdSource,
     count: usize,
     size: usize,
-) -> Vec<stele_server::proto::event_store::client::streams::AppendReq> {
+) -> Vec<steledb_client::proto::event_store::client::streams::AppendReq> {
     (0..count).map(|_| crate::remote::proposed(ids.next(), "BenchEvent", event(Uuid::nil(), size).data)).collect()
 }
 

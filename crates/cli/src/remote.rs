@@ -1,74 +1,30 @@
-//! A small gRPC client for the CLI's commands against a running server,
-//! speaking the same KurrentDB protocol as the official clients (the
-//! generated client of our own `.proto` files). Wire details stay here:
-//! the commands see the store's `RecordedEvent`, `NewEvent` and `Direction`,
-//! and [`Expected`] and [`RemoteError`].
+//! The CLI's commands against a running server, speaking the same
+//! KurrentDB protocol as the official clients. Connection strings, status
+//! decoding and the wire <-> store conversions are `steledb-client`'s; the
+//! calls the toolkit has no use for (streamed reads, subscriptions,
+//! KurrentDB appends, tombstones) are here. The commands see the store's
+//! `RecordedEvent`, `NewEvent` and `Direction`, and [`Expected`] and
+//! [`RemoteError`].
 
-use std::collections::HashMap;
 use std::fmt;
-use std::time::Duration;
 
-use stele_server::proto::event_store::client::streams::{
+use steledb::{CurrentRevision, Direction, ExpectedRevision, NewEvent, RecordedEvent};
+use steledb_client::convert::{decode_event, proposed_message, read_request, stream_identifier as identifier};
+use steledb_client::proto::event_store::client::streams::{
     append_req, append_resp, read_req, read_resp, streams_client::StreamsClient, tombstone_req, tombstone_resp,
-    AppendReq, ReadReq, ReadResp, TombstoneReq,
+    AppendReq, ReadResp, TombstoneReq,
 };
-use stele_server::proto::event_store::client::{uuid, Empty, StreamIdentifier, Uuid as WireUuid};
-use steledb::{Direction, NewEvent, RecordedEvent};
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Status};
+use steledb_client::proto::event_store::client::Empty;
+use steledb_client::{ClientError, REPLY_BYTES_MAX};
+use tonic::transport::Channel;
+use tonic::Status;
 
 /// The connection string the commands use when given none.
-pub const DEFAULT_TARGET: &str = "kurrentdb://127.0.0.1:2113?tls=false";
-
-/// How long connecting may take before the command gives up.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// `kurrentdb://host:port?tls=false`, `esdb://...` or `http://host:port` to an endpoint URI.
-pub fn endpoint_uri(target: &str) -> Result<String, String> {
-    let rest = ["kurrentdb://", "kurrent://", "esdb://", "kdb://", "http://"]
-        .iter()
-        .find_map(|scheme| target.strip_prefix(scheme))
-        .ok_or_else(|| format!("'{target}' is not a connection string like kurrentdb://127.0.0.1:2113?tls=false"))?;
-    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if query.split('&').any(|pair| pair.eq_ignore_ascii_case("tls=true")) {
-        return Err("TLS is not supported yet; use ?tls=false".to_owned());
-    }
-    let authority = authority.trim_end_matches('/');
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    if authority.is_empty() {
-        return Err(format!("'{target}' names no host"));
-    }
-    Ok(format!("http://{authority}"))
-}
+pub const DEFAULT_TARGET: &str = steledb_client::DEFAULT_CONNECTION_STRING;
 
 pub async fn connect(target: &str) -> Result<StreamsClient<Channel>, String> {
-    let uri = endpoint_uri(target)?;
-    let channel = Endpoint::from_shared(uri.clone())
-        .map_err(|e| format!("'{target}' does not name a valid address: {e}"))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect to {uri}: {}", error_chain(&e)))?;
-    Ok(StreamsClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
-}
-
-/// An error and its causes, as one line ("transport error: ... : Connection refused").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-fn identifier(stream: &str) -> Option<StreamIdentifier> {
-    Some(StreamIdentifier { stream_name: stream.as_bytes().to_vec() })
+    let channel = steledb_client::connection::connect_channel(target).await.map_err(|e| e.to_string())?;
+    Ok(StreamsClient::new(channel).max_decoding_message_size(REPLY_BYTES_MAX))
 }
 
 // ------------------------------------------------------------------ errors
@@ -152,62 +108,44 @@ impl From<RemoteError> for String {
     }
 }
 
-/// A gRPC status as one of our errors; the server names well-known
-/// failures in the `exception` metadata, as KurrentDB does.
-fn from_status(status: &Status, stream: &str) -> RemoteError {
-    let metadata = |key: &str| status.metadata().get(key).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let stream = metadata("stream-name").unwrap_or_else(|| stream.to_owned());
-    match metadata("exception").as_deref() {
-        Some("stream-deleted") => return RemoteError::StreamDeleted { stream },
-        Some("stream-not-found") => return RemoteError::StreamNotFound { stream },
-        Some("wrong-expected-version") => {
-            let expected = metadata("expected-version").and_then(|v| legacy_expected(&v));
-            let actual = metadata("actual-version").and_then(|v| legacy_current(&v));
-            if let (Some(expected), Some(actual)) = (expected, actual) {
-                return RemoteError::WrongExpectedRevision { stream, expected, actual };
-            }
+impl From<ExpectedRevision> for Expected {
+    fn from(expected: ExpectedRevision) -> Self {
+        match expected {
+            ExpectedRevision::Any => Self::Any,
+            ExpectedRevision::NoStream => Self::NoStream,
+            ExpectedRevision::StreamExists => Self::StreamExists,
+            ExpectedRevision::Exact(n) => Self::Exact(n),
         }
-        _ => {}
-    }
-    let message = match status.code() {
-        Code::Unavailable => format!("the server is unavailable: {}", status.message()),
-        Code::Unimplemented => format!("the server does not support this call: {}", status.message()),
-        code => format!("{} (gRPC status {code:?})", status.message()),
-    };
-    RemoteError::Other(message)
-}
-
-/// KurrentDB's signed encoding of an expected revision in error metadata.
-fn legacy_expected(text: &str) -> Option<Expected> {
-    match text {
-        "-1" => Some(Expected::NoStream),
-        "-2" => Some(Expected::Any),
-        "-4" => Some(Expected::StreamExists),
-        other => other.parse().ok().map(Expected::Exact),
     }
 }
 
-fn legacy_current(text: &str) -> Option<Current> {
-    match text {
-        "-1" => Some(Current::NoStream),
-        other => other.parse().ok().map(Current::Revision),
+impl From<CurrentRevision> for Current {
+    fn from(current: CurrentRevision) -> Self {
+        match current {
+            CurrentRevision::NoStream => Self::NoStream,
+            CurrentRevision::Current(n) => Self::Revision(n),
+        }
     }
+}
+
+impl From<ClientError> for RemoteError {
+    fn from(error: ClientError) -> Self {
+        match error {
+            ClientError::WrongExpectedRevision { stream, expected, actual } => {
+                Self::WrongExpectedRevision { stream, expected: expected.into(), actual: actual.into() }
+            }
+            ClientError::StreamNotFound { stream } => Self::StreamNotFound { stream },
+            ClientError::StreamDeleted { stream } => Self::StreamDeleted { stream },
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+fn from_status(status: &Status, stream: &str) -> RemoteError {
+    ClientError::from_status(status, stream).into()
 }
 
 // ------------------------------------------------------------------ append
-
-fn proposed_message(event: NewEvent) -> AppendReq {
-    let metadata =
-        HashMap::from([("type".to_owned(), event.event_type), ("content-type".to_owned(), event.content_type)]);
-    AppendReq {
-        content: Some(append_req::Content::ProposedMessage(append_req::ProposedMessage {
-            id: Some(WireUuid { value: Some(uuid::Value::String(event.id.to_string())) }),
-            metadata,
-            custom_metadata: event.metadata,
-            data: event.data,
-        })),
-    }
-}
 
 /// One proposed JSON event as the Append call carries it.
 pub fn proposed(id: ::uuid::Uuid, event_type: &str, data: Vec<u8>) -> AppendReq {
@@ -396,7 +334,7 @@ impl Reader {
             let reply = self.replies.message().await.map_err(|status| from_status(&status, &self.source))?;
             let Some(reply) = reply else { return Ok(None) };
             match reply.content {
-                Some(read_resp::Content::Event(event)) => return decode_event(event).map(|e| Some(Message::Event(e))),
+                Some(read_resp::Content::Event(event)) => return Ok(Some(Message::Event(decode_event(event)?))),
                 Some(read_resp::Content::StreamNotFound(_)) => {
                     return Err(RemoteError::StreamNotFound { stream: self.source.clone() })
                 }
@@ -417,59 +355,6 @@ impl Reader {
                 None => return Ok(None),
             }
         }
-    }
-}
-
-fn decode_event(reply: read_resp::ReadEvent) -> Result<RecordedEvent, RemoteError> {
-    let bad = |what: &str| RemoteError::Other(format!("the server sent an event with {what}"));
-    let recorded = reply.event.ok_or_else(|| bad("no recorded event"))?;
-    let id = match recorded.id.and_then(|id| id.value) {
-        Some(uuid::Value::String(text)) => ::uuid::Uuid::parse_str(&text).map_err(|_| bad("an invalid id"))?,
-        Some(uuid::Value::Structured(s)) => {
-            ::uuid::Uuid::from_u64_pair(s.most_significant_bits as u64, s.least_significant_bits as u64)
-        }
-        None => return Err(bad("no id")),
-    };
-    let stream = recorded.stream_identifier.map(|s| s.stream_name).unwrap_or_default();
-    let stream = String::from_utf8(stream).map_err(|_| bad("a stream name that is not UTF-8"))?;
-    let mut metadata = recorded.metadata;
-    let event_type = metadata.remove("type").ok_or_else(|| bad("no 'type'"))?;
-    let content_type = metadata.remove("content-type").unwrap_or_default();
-    // `created` is in ticks of 100 ns since the Unix epoch.
-    let created = metadata.remove("created").ok_or_else(|| bad("no 'created' time"))?;
-    let created: u64 = created.parse().map_err(|_| bad("an invalid 'created' time"))?;
-    Ok(RecordedEvent::new(steledb::RecordedEventParts {
-        id,
-        stream: &stream,
-        revision: recorded.stream_revision,
-        position: recorded.commit_position,
-        event_type: &event_type,
-        content_type: &content_type,
-        data: &recorded.data,
-        metadata: &recorded.custom_metadata,
-        recorded_at_us: created / 10,
-    }))
-}
-
-fn read_options(
-    stream_option: read_req::options::StreamOption,
-    direction: Direction,
-    count_option: read_req::options::CountOption,
-) -> ReadReq {
-    use read_req::options::{uuid_option, FilterOption, UuidOption};
-    ReadReq {
-        options: Some(read_req::Options {
-            read_direction: match direction {
-                Direction::Forward => 0,
-                Direction::Backward => 1,
-            },
-            resolve_links: false,
-            uuid_option: Some(UuidOption { content: Some(uuid_option::Content::String(Empty {})) }),
-            control_option: None,
-            stream_option: Some(stream_option),
-            count_option: Some(count_option),
-            filter_option: Some(FilterOption::NoFilter(Empty {})),
-        }),
     }
 }
 
@@ -515,7 +400,7 @@ pub async fn read(
     count: u64,
 ) -> Result<Reader, RemoteError> {
     use read_req::options::CountOption;
-    let request = read_options(stream_option(source, from), direction, CountOption::Count(count));
+    let request = read_request(stream_option(source, from), direction, CountOption::Count(count));
     let name = source_name(source);
     let replies = client.read(request).await.map_err(|status| from_status(&status, &name))?.into_inner();
     Ok(Reader { replies, source: name })
@@ -530,7 +415,7 @@ pub async fn subscribe(
     from: ReadFrom,
 ) -> Result<Reader, RemoteError> {
     use read_req::options::{CountOption, SubscriptionOptions};
-    let request = read_options(
+    let request = read_request(
         stream_option(source, from),
         Direction::Forward,
         CountOption::Subscription(SubscriptionOptions {}),
@@ -545,7 +430,7 @@ pub async fn subscribe(
 pub async fn read_stream_count(client: &mut StreamsClient<Channel>, stream: &str, count: u64) -> Result<u64, String> {
     use read_req::options::CountOption;
     let source = Source::Stream(stream.to_owned());
-    let request = read_options(stream_option(&source, ReadFrom::Start), Direction::Forward, CountOption::Count(count));
+    let request = read_request(stream_option(&source, ReadFrom::Start), Direction::Forward, CountOption::Count(count));
     let mut replies = client.read(request).await.map_err(|status| from_status(&status, stream))?.into_inner();
     let mut events = 0;
     while let Some(reply) = replies.message().await.map_err(|status| from_status(&status, stream))? {
@@ -562,7 +447,7 @@ pub async fn read_stream_count(client: &mut StreamsClient<Channel>, stream: &str
 /// (for the benchmark: counted, not decoded).
 pub async fn catch_up_all(client: &mut StreamsClient<Channel>) -> Result<u64, String> {
     use read_req::options::{CountOption, SubscriptionOptions};
-    let request = read_options(
+    let request = read_request(
         stream_option(&Source::All, ReadFrom::Start),
         Direction::Forward,
         CountOption::Subscription(SubscriptionOptions {}),

@@ -16,7 +16,9 @@
 //! - Snapshots ([`SnapshotConfig`]) are a cache with an explicit schema
 //!   version: an unusable one is ignored and the stream replayed.
 //! - [`EventStore`] is what the repository needs from a store; the embedded
-//!   [`steledb::Store`] implements it, a remote client can too.
+//!   [`steledb::Store`] implements it, and so does the gRPC client
+//!   (`steledb_client::BlockingClient`, feature `remote`). [`connect`] picks
+//!   one from configuration ([`Backend`]).
 //! - Consumers of the log, each with a [`Checkpoint`]: a [`Projection`]
 //!   keeps a read model in SQLite with its checkpoint in the same
 //!   transaction ([`ProjectionRunner`]); a [`ProcessManager`] issues
@@ -74,6 +76,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod backend;
 mod codec;
 mod consumer;
 mod decider;
@@ -84,6 +87,8 @@ mod process;
 #[cfg(feature = "sqlite")]
 mod projection;
 mod recorded;
+#[cfg(feature = "remote")]
+mod remote;
 mod repository;
 mod snapshot;
 #[cfg(feature = "sqlite")]
@@ -92,6 +97,7 @@ mod store;
 pub mod testkit;
 mod timer;
 
+pub use backend::{connect, Backend, ConnectError};
 pub use codec::{CodecError, EventCodec, EventMetadata, Upcaster};
 pub use consumer::{
     Checkpoint, CheckpointError, CheckpointStore, ConsumerError, MemoryCheckpoints, RunMode, RunReport, Source,

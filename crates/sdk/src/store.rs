@@ -1,6 +1,6 @@
 //! The operations the toolkit needs from an event store, as a trait, so the
-//! same repositories run on the embedded engine and (later) on a remote
-//! server through the gRPC client.
+//! same repositories run on the embedded engine and on a remote server
+//! through the gRPC client (feature `remote`, `remote.rs`).
 //!
 //! The trait is object-safe: an application can choose its store at run
 //! time as `Arc<dyn EventStore + Send + Sync>`, while code that knows its

@@ -8,7 +8,9 @@ mod grpc;
 mod http;
 mod listener;
 mod metrics;
-pub mod proto;
+/// The generated wire types, from `stele-proto` (re-exported so
+/// `stele_server::proto::...` paths keep working).
+pub use stele_proto as proto;
 mod state;
 
 use std::future::Future;

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use stele_server::proto::event_store::client::streams::streams_client::StreamsClient;
+use steledb_client::proto::event_store::client::streams::streams_client::StreamsClient;
 use tonic::transport::Channel;
 
 use super::progress::Progress;

@@ -72,6 +72,7 @@ impl wire::multi_stream_append_server::MultiStreamAppend for MultiAppendService 
                         last_revision: r.last_revision,
                         first_position: r.first_position,
                         last_position: r.last_position,
+                        duplicate: r.duplicate,
                     })
                     .collect();
                 wire::AppendResponse {
