@@ -180,6 +180,11 @@ impl Server {
         format!("http://{}", self.address)
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.root.as_ref().expect("the data directory is kept until drop").path().join("data")
     }
