@@ -18,6 +18,10 @@ use steledb::{AllStart, EventFilter, ReadError, RecordedEvent, Store, StreamStar
 
 use crate::limits::FILTER_CHECKPOINT_INTERVAL_RECORDS;
 
+/// The table every checkpoint kept in a database (SQLite, PostgreSQL)
+/// lives in, one row per consumer.
+pub const CHECKPOINT_TABLE: &str = "stele_checkpoints";
+
 /// Which events a consumer sees.
 #[derive(Debug, Clone)]
 pub enum Source {

@@ -21,10 +21,11 @@
 //!   one from configuration ([`Backend`]).
 //! - Consumers of the log, each with a [`Checkpoint`]: a [`Projection`]
 //!   keeps a read model in SQLite with its checkpoint in the same
-//!   transaction ([`ProjectionRunner`]); a [`ProcessManager`] issues
-//!   commands with ids derived from the event ([`command_id_for`]); a
-//!   [`Gateway`] delivers events outside with retries, back-off and a
-//!   circuit breaker ([`GatewayRunner`]). Timers go through the log
+//!   transaction ([`ProjectionRunner`]), or in PostgreSQL for a shared
+//!   database (`PgProjectionRunner`, feature `postgres`); a
+//!   [`ProcessManager`] issues commands with ids derived from the event
+//!   ([`command_id_for`]); a [`Gateway`] delivers events outside with
+//!   retries, back-off and a circuit breaker ([`GatewayRunner`]). Timers go through the log
 //!   ([`Timers`], [`TimerService`]).
 //! - The [`testkit`] module: `given(events).when(command).then(events)`,
 //!   and replays of a recorded log into a projection.
@@ -77,12 +78,16 @@
 //! ```
 
 mod backend;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod batching;
 mod codec;
 mod consumer;
 mod decider;
 mod gateway;
 pub mod ids;
 pub mod limits;
+#[cfg(feature = "postgres")]
+mod pg;
 mod process;
 #[cfg(feature = "sqlite")]
 mod projection;
@@ -98,25 +103,29 @@ pub mod testkit;
 mod timer;
 
 pub use backend::{connect, Backend, ConnectError};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use batching::{Progress, ProjectionError, ProjectionReport};
 pub use codec::{CodecError, EventCodec, EventMetadata, Upcaster};
 pub use consumer::{
     Checkpoint, CheckpointError, CheckpointStore, ConsumerError, MemoryCheckpoints, RunMode, RunReport, Source,
-    StopHandle,
+    StopHandle, CHECKPOINT_TABLE,
 };
 pub use decider::{Context, Decider};
 pub use gateway::{
     Backoff, BreakerConfig, BreakerState, CircuitBreaker, Gateway, GatewayClock, GatewayError, GatewayRunner,
     GatewayStats, SystemGatewayClock,
 };
+#[cfg(feature = "postgres")]
+pub use pg::{PgProjection, PgProjectionRunner};
 pub use process::{command_id_for, ProcessManager, ProcessManagerRunner, PROCESS_ID_NAMESPACE};
 #[cfg(feature = "sqlite")]
-pub use projection::{Progress, Projection, ProjectionError, ProjectionReport, ProjectionRunner};
+pub use projection::{Projection, ProjectionRunner};
 pub use repository::{CommandRecord, Handled, Loaded, Repository, RepositoryError};
 pub use snapshot::{
     SnapshotConfig, SnapshotError, SnapshotIgnored, SnapshotOutcome, SnapshotPolicy, SnapshotUse, SNAPSHOT_EVENT_TYPE,
     SNAPSHOT_FORMAT,
 };
 #[cfg(feature = "sqlite")]
-pub use sqlite::{open_database, SqliteCheckpoints, CHECKPOINT_TABLE};
+pub use sqlite::{open_database, SqliteCheckpoints};
 pub use store::{EventStore, StoreError};
 pub use timer::{FiredTimer, PendingTimer, TimerError, TimerEvent, TimerService, Timers, TIMER_ID_NAMESPACE};

@@ -9,8 +9,9 @@
 use std::time::Duration;
 
 use rusqlite::Connection;
-use steledb::{ReadError, RecordedEvent, Store, SubscriptionMessage};
+use steledb::{RecordedEvent, Store};
 
+use crate::batching::{run_batches, BatchSettings, BatchTarget, Progress, ProjectionError, ProjectionReport};
 use crate::consumer::{Checkpoint, RunMode, Source};
 use crate::limits::{POLL_INTERVAL_MS_DEFAULT, PROJECTION_BATCH_EVENTS_MAX_DEFAULT};
 use crate::sqlite::{create_checkpoint_table, delete_checkpoint, load_checkpoint, save_checkpoint};
@@ -67,42 +68,6 @@ pub trait Projection {
     fn reset(&mut self, connection: &Connection) -> Result<(), Self::Error>;
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ProjectionError {
-    /// `apply` failed; the batch it was in was rolled back.
-    #[error("projection '{projection}' failed on the event at position {position}: {source}")]
-    Apply { projection: String, position: u64, source: Box<dyn std::error::Error + Send + Sync> },
-    /// `init` or `reset` failed; nothing of it was committed.
-    #[error("projection '{projection}' could not {step} its model: {source}")]
-    Setup { projection: String, step: &'static str, source: Box<dyn std::error::Error + Send + Sync> },
-    #[error("read-model database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error(transparent)]
-    Read(#[from] ReadError),
-}
-
-/// How far a run (or a rebuild) has got, reported after each batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Progress {
-    /// Events applied by this run so far.
-    pub events_applied: u64,
-    /// The checkpoint: everything before it is in the model.
-    pub position: u64,
-    /// The end of the log when the run started.
-    pub end_position: u64,
-}
-
-/// What one run of a projection did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProjectionReport {
-    pub events_applied: u64,
-    /// Transactions committed.
-    pub batches: u64,
-    pub checkpoint: Checkpoint,
-    /// True when a [`StopHandle`](crate::StopHandle) ended the run.
-    pub stopped: bool,
-}
-
 /// Runs a [`Projection`] against a store, keeping its model in SQLite.
 ///
 /// ```
@@ -155,7 +120,7 @@ impl<'s, P: Projection> ProjectionRunner<'s, P> {
     pub fn new(store: &'s Store, mut connection: Connection, mut projection: P) -> Result<Self, ProjectionError> {
         let transaction = connection.transaction()?;
         create_checkpoint_table(&transaction)?;
-        projection.init(&transaction).map_err(|e| setup_error(&projection, "create", e))?;
+        projection.init(&transaction).map_err(|e| ProjectionError::setup(projection.name(), "create", e))?;
         transaction.commit()?;
         Ok(Self {
             store,
@@ -220,8 +185,8 @@ impl<'s, P: Projection> ProjectionRunner<'s, P> {
     /// a partial model until it returns.
     pub fn rebuild(&mut self, progress: impl FnMut(&Progress)) -> Result<ProjectionReport, ProjectionError> {
         let transaction = self.connection.transaction()?;
-        self.projection.reset(&transaction).map_err(|e| setup_error(&self.projection, "reset", e))?;
-        self.projection.init(&transaction).map_err(|e| setup_error(&self.projection, "create", e))?;
+        self.projection.reset(&transaction).map_err(|e| ProjectionError::setup(self.projection.name(), "reset", e))?;
+        self.projection.init(&transaction).map_err(|e| ProjectionError::setup(self.projection.name(), "create", e))?;
         delete_checkpoint(&transaction, self.projection.name())?;
         transaction.commit()?;
         self.run_with(RunMode::UntilCaughtUp, progress)
@@ -232,89 +197,41 @@ impl<'s, P: Projection> ProjectionRunner<'s, P> {
     pub fn run_with(
         &mut self,
         mode: RunMode<'_>,
-        mut progress: impl FnMut(&Progress),
+        progress: impl FnMut(&Progress),
     ) -> Result<ProjectionReport, ProjectionError> {
-        let mut checkpoint = self.checkpoint()?;
-        let source = self.projection.source();
-        let mut subscription = source.subscribe(self.store, &checkpoint)?;
-        let end_position = self.store.end_position();
-        let mut report = ProjectionReport { events_applied: 0, batches: 0, checkpoint, stopped: false };
-        let mut batch: Vec<RecordedEvent> = Vec::with_capacity(self.batch_events_max);
-        let mut scanned = None;
-        loop {
-            if mode.stop_requested() {
-                self.commit(&mut batch, &mut scanned, &mut checkpoint, &mut report)?;
-                report.stopped = true;
-                return Ok(report);
-            }
-            // With a batch open, take only what is ready now: an idle log
-            // commits at once instead of holding events back.
-            let wait = if batch.is_empty() && scanned.is_none() { self.poll_interval } else { Duration::ZERO };
-            let caught_up = match subscription.next_timeout(wait)? {
-                Some(SubscriptionMessage::Event(event)) => {
-                    batch.push(event);
-                    if batch.len() < self.batch_events_max {
-                        continue;
-                    }
-                    false
-                }
-                Some(SubscriptionMessage::Checkpoint { position }) => {
-                    scanned = Some(position);
-                    continue;
-                }
-                Some(SubscriptionMessage::CaughtUp { .. }) => true,
-                None => false,
-            };
-            if self.commit(&mut batch, &mut scanned, &mut checkpoint, &mut report)? {
-                progress(&Progress {
-                    events_applied: report.events_applied,
-                    position: checkpoint.next_position,
-                    end_position,
-                });
-            }
-            if caught_up && matches!(mode, RunMode::UntilCaughtUp) {
-                return Ok(report);
-            }
-        }
-    }
-
-    /// Applies `batch` and writes the checkpoint in one transaction.
-    /// Returns whether anything was committed.
-    fn commit(
-        &mut self,
-        batch: &mut Vec<RecordedEvent>,
-        scanned: &mut Option<u64>,
-        checkpoint: &mut Checkpoint,
-        report: &mut ProjectionReport,
-    ) -> Result<bool, ProjectionError> {
-        if batch.is_empty() && scanned.is_none() {
-            return Ok(false);
-        }
-        let mut next = *checkpoint;
-        let transaction = self.connection.transaction()?;
-        for event in batch.iter() {
-            self.projection.apply(&transaction, event).map_err(|source| ProjectionError::Apply {
-                projection: self.projection.name().to_owned(),
-                position: event.position,
-                source: Box::new(source),
-            })?;
-            next.note_event(event);
-        }
-        if let Some(position) = scanned.take() {
-            next.note_scanned(position);
-        }
-        next.settle(self.store)?;
-        save_checkpoint(&transaction, self.projection.name(), &next)?;
-        transaction.commit()?;
-        report.events_applied += batch.len() as u64;
-        report.batches += 1;
-        report.checkpoint = next;
-        *checkpoint = next;
-        batch.clear();
-        Ok(true)
+        let settings = BatchSettings {
+            store: self.store,
+            source: self.projection.source(),
+            batch_events_max: self.batch_events_max,
+            poll_interval: self.poll_interval,
+        };
+        run_batches(settings, self, mode, progress)
     }
 }
 
-fn setup_error<P: Projection>(projection: &P, step: &'static str, source: P::Error) -> ProjectionError {
-    ProjectionError::Setup { projection: projection.name().to_owned(), step, source: Box::new(source) }
+impl<P: Projection> BatchTarget for ProjectionRunner<'_, P> {
+    fn committed_checkpoint(&mut self) -> Result<Checkpoint, ProjectionError> {
+        self.checkpoint()
+    }
+
+    /// One SQLite transaction: the events, then the checkpoint row. A
+    /// failing `apply` or a panic drops the transaction, which rolls back.
+    /// `_from` is not checked (unlike PostgreSQL's shared database): a
+    /// SQLite model file is meant to have one runner.
+    fn commit_batch(
+        &mut self,
+        events: &[RecordedEvent],
+        _from: &Checkpoint,
+        next: &Checkpoint,
+    ) -> Result<(), ProjectionError> {
+        let transaction = self.connection.transaction()?;
+        for event in events {
+            self.projection
+                .apply(&transaction, event)
+                .map_err(|e| ProjectionError::apply(self.projection.name(), event, e))?;
+        }
+        save_checkpoint(&transaction, self.projection.name(), next)?;
+        transaction.commit()?;
+        Ok(())
+    }
 }

@@ -5,10 +5,7 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::consumer::{Checkpoint, CheckpointError, CheckpointStore};
-
-/// The table every checkpoint kept in SQLite lives in, one row per consumer.
-pub const CHECKPOINT_TABLE: &str = "stele_checkpoints";
+use crate::consumer::{Checkpoint, CheckpointError, CheckpointStore, CHECKPOINT_TABLE};
 
 /// Opens (or creates) a read-model database.
 ///
