@@ -810,4 +810,79 @@ mod tests {
         assert_eq!(left(at(1_763_999_999)), None, "already past");
         assert_eq!(left(at(1_764_009_999)), Some(BATCH_TIMEOUT));
     }
+
+    // Hostile requests: whatever a client puts in the fields, decoding and
+    // the conversions into store types answer with a value or a status,
+    // never a panic. (The store then validates names and sizes itself.)
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+        use prost::Message;
+
+        fn any_text() -> impl Strategy<Value = String> {
+            prop_oneof!["\\PC{0,40}", "[(?!.*)$^|\\\\\\[\\]{}*+?a-z0-9-]{0,40}"]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            #[test]
+            fn arbitrary_bytes_as_requests(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+                if let Ok(request) = ReadReq::decode(&bytes[..]) {
+                    if let Some(options) = request.options {
+                        if let Some(read_req::options::FilterOption::Filter(filter)) = options.filter_option {
+                            let _ = to_filter(filter);
+                        }
+                        if let Some(read_req::options::StreamOption::Stream(stream)) = options.stream_option {
+                            let _ = stream_name(stream.stream_identifier.as_ref());
+                            let _ = stream_start(stream.revision_option);
+                        }
+                    }
+                }
+                if let Ok(request) = BatchAppendReq::decode(&bytes[..]) {
+                    let _ = uuid_from_proto(request.correlation_id.as_ref());
+                    let _ = batch_time_left(request.options.as_ref(), SystemTime::now());
+                    for proposed in request.proposed_messages {
+                        let _ = new_event(proposed.id.as_ref(), &proposed.metadata, proposed.custom_metadata, proposed.data);
+                    }
+                }
+                if let Ok(request) = AppendReq::decode(&bytes[..]) {
+                    if let Some(append_req::Content::ProposedMessage(proposed)) = request.content {
+                        let _ = new_event(proposed.id.as_ref(), &proposed.metadata, proposed.custom_metadata, proposed.data);
+                    }
+                }
+            }
+
+            #[test]
+            fn arbitrary_filters(regex in any_text(), prefixes in proptest::collection::vec(any_text(), 0..4), by_stream: bool, max: u32) {
+                use read_req::options::filter_options::{Expression, Filter, Window};
+                let expression = Expression { regex, prefix: prefixes };
+                let filter = if by_stream { Filter::StreamIdentifier(expression) } else { Filter::EventType(expression) };
+                let options = read_req::options::FilterOptions {
+                    filter: Some(filter),
+                    window: Some(Window::Max(max)),
+                    checkpoint_interval_multiplier: max,
+                };
+                if let Ok((filter, interval)) = to_filter(options) {
+                    prop_assert!(interval >= 1);
+                    let _ = filter.matches("some-stream", "SomeType");
+                }
+            }
+
+            #[test]
+            fn arbitrary_ids_and_deadlines(text in any_text(), high: i64, low: i64, seconds: i64, nanos: i32) {
+                let _ = uuid_from_proto(Some(&shared::Uuid { value: Some(shared::uuid::Value::String(text)) }));
+                let structured = shared::uuid::Structured { most_significant_bits: high, least_significant_bits: low };
+                let id = uuid_from_proto(Some(&shared::Uuid { value: Some(shared::uuid::Value::Structured(structured)) }));
+                prop_assert!(id.is_ok());
+                use batch_append_req::options::DeadlineOption;
+                let relative = DeadlineOption::Deadline(prost_types::Duration { seconds, nanos });
+                let absolute = DeadlineOption::Deadline21100(prost_types::Timestamp { seconds, nanos });
+                for deadline in [relative, absolute] {
+                    let left = batch_time_left(Some(&with_deadline(Some(deadline))), SystemTime::now());
+                    prop_assert!(left.is_none_or(|left| left <= BATCH_TIMEOUT));
+                }
+            }
+        }
+    }
 }
