@@ -69,15 +69,7 @@ impl Subscription {
         };
         let cursor = shared.reader.cursor(position);
         let target = Target::All { filter, checkpoint_interval: checkpoint_interval.max(1) };
-        Self {
-            shared,
-            cursor,
-            target,
-            pending: VecDeque::new(),
-            caught_up: false,
-            scanned_since_checkpoint: 0,
-            arena: EventArena::default(),
-        }
+        Self::starting(shared, cursor, target)
     }
 
     pub(crate) fn stream(shared: Arc<Shared>, stream: &str, start: StreamStart) -> Self {
@@ -90,6 +82,10 @@ impl Subscription {
         };
         let cursor = shared.reader.cursor(boundary);
         let target = Target::Stream { name: stream.to_owned(), next_revision, catch_up_until };
+        Self::starting(shared, cursor, target)
+    }
+
+    fn starting(shared: Arc<Shared>, cursor: Cursor, target: Target) -> Self {
         Self {
             shared,
             cursor,
