@@ -252,7 +252,9 @@ impl Index {
         entries.sort_unstable();
         let covers_start = self.checkpoint();
         assert!(covers_start <= frozen.covers_end);
-        let table = write_table(&*self.storage, &self.dir, covers_start, frozen.covers_end, &mut entries.into_iter())?;
+        let written =
+            write_table(&*self.storage, &self.dir, covers_start, frozen.covers_end, &mut entries.into_iter())?;
+        let table = written.install(&*self.storage, &self.dir)?;
         {
             let mut tables = self.tables.write().unwrap();
             let mut list = Vec::clone(&tables);
@@ -297,11 +299,15 @@ impl Index {
         let (first, last) = (&inputs[0], &inputs[inputs.len() - 1]);
         let iters = inputs.iter().map(|table| TableIter::new(table.clone())).collect();
         let mut merged = MergeIter { iters, heads: Vec::new(), started: false };
-        let table = write_table(&*self.storage, &self.dir, first.covers_start, last.covers_end, &mut merged)?;
+        let written = write_table(&*self.storage, &self.dir, first.covers_start, last.covers_end, &mut merged)?;
+        // An input that failed to read ended the merge early: the table is
+        // short and must never get its real name (an open would trust it
+        // and drop the inputs it covers).
         if let Some(error) = merged.iters.iter_mut().find_map(|i| i.error.take()) {
-            let _ = self.storage.remove_file(&table.path);
+            written.discard(&*self.storage);
             return Err(error);
         }
+        let table = written.install(&*self.storage, &self.dir)?;
         {
             let mut tables = self.tables.write().unwrap();
             // Only flushes ran meanwhile, and they add tables after the inputs.
@@ -394,17 +400,69 @@ fn encode_header(entry_count: u64, covers_start: u64, covers_end: u64, entries_c
 
 /// Writes entries (already sorted) to a new table: temporary file, sync,
 /// rename, sync of the directory, so a table either exists whole or not at all.
+/// Writes a table as `<name>.tmp`, syncs it, and returns it for
+/// `install_table`. On failure the temporary file is removed, so a retry of
+/// the same range (same name) can start afresh.
 fn write_table(
     storage: &dyn Storage,
     dir: &Path,
     covers_start: u64,
     covers_end: u64,
     entries: &mut dyn Iterator<Item = Entry>,
-) -> Result<Table, IndexError> {
+) -> Result<WrittenTable, IndexError> {
     let name = table_name(covers_start, covers_end);
-    let path = dir.join(&name);
     let temp_path = dir.join(format!("{name}.tmp"));
+    // Left by an earlier attempt that could not remove it.
+    let _ = storage.remove_file(&temp_path);
     let file = storage.create_new(&temp_path).map_err(io_error(&temp_path))?;
+    let written = write_entries(&*file, &temp_path, entries);
+    match written {
+        Ok((count, crc, summary)) => {
+            let header = encode_header(count, covers_start, covers_end, crc);
+            let synced = file.write_all_at(&header, 0).and_then(|()| file.sync_data());
+            if let Err(error) = synced {
+                let _ = storage.remove_file(&temp_path);
+                return Err(io_error(&temp_path)(error));
+            }
+            let table = Table { path: dir.join(&name), file, entry_count: count, covers_start, covers_end, summary };
+            Ok(WrittenTable { temp_path, table })
+        }
+        Err(error) => {
+            let _ = storage.remove_file(&temp_path);
+            Err(error)
+        }
+    }
+}
+
+/// A table written and synced under its temporary name.
+struct WrittenTable {
+    temp_path: PathBuf,
+    table: Table,
+}
+
+impl WrittenTable {
+    /// Gives the table its real name, durably. Only now can an open see it.
+    fn install(self, storage: &dyn Storage, dir: &Path) -> Result<Table, IndexError> {
+        if let Err(error) = storage.rename(&self.temp_path, &self.table.path) {
+            let _ = storage.remove_file(&self.temp_path);
+            return Err(io_error(&self.table.path)(error));
+        }
+        storage.sync_dir(dir).map_err(io_error(dir))?;
+        Ok(self.table)
+    }
+
+    fn discard(self, storage: &dyn Storage) {
+        let _ = storage.remove_file(&self.temp_path);
+    }
+}
+
+/// Streams sorted entries into `file` after the header; returns the entry
+/// count, the checksum of the entries and the block summary.
+fn write_entries(
+    file: &dyn StorageFile,
+    path: &Path,
+    entries: &mut dyn Iterator<Item = Entry>,
+) -> Result<(u64, u32, Vec<(u64, u64)>), IndexError> {
     let mut crc = 0u32;
     let mut count = 0u64;
     let mut summary = Vec::new();
@@ -424,20 +482,14 @@ fn write_table(
         }
         if buffer.len() >= IO_CHUNK_ENTRIES * ENTRY_BYTES || (entry.is_none() && !buffer.is_empty()) {
             crc = crc32c::crc32c_append(crc, &buffer);
-            file.write_all_at(&buffer, offset).map_err(io_error(&temp_path))?;
+            file.write_all_at(&buffer, offset).map_err(io_error(path))?;
             offset += buffer.len() as u64;
             buffer.clear();
         }
         if entry.is_none() {
-            break;
+            return Ok((count, crc, summary));
         }
     }
-    let header = encode_header(count, covers_start, covers_end, crc);
-    file.write_all_at(&header, 0).map_err(io_error(&temp_path))?;
-    file.sync_data().map_err(io_error(&temp_path))?;
-    storage.rename(&temp_path, &path).map_err(io_error(&path))?;
-    storage.sync_dir(dir).map_err(io_error(dir))?;
-    Ok(Table { path, file, entry_count: count, covers_start, covers_end, summary })
 }
 
 /// Opens a table, verifying its header, checksum and order, and builds the
@@ -597,6 +649,29 @@ mod tests {
 
     fn entry(hash: u64, revision: u64, position: u64) -> Entry {
         Entry { hash, revision, position }
+    }
+
+    #[test]
+    fn a_table_write_that_failed_part_way_can_be_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = stele_log::FaultyStorage::new();
+        let index = Index::open(Arc::new(storage.clone()), dir.path()).unwrap();
+        index.insert((0..100u64).map(|r| entry(3, r, r * 10)));
+        assert!(index.freeze(1_000));
+        storage.arm(stele_log::Fault::NoSpace);
+        assert!(index.write_frozen().is_err());
+        assert!(index.has_frozen(), "still consulted after the failure");
+        assert_eq!(index.range(3, 0, u64::MAX).unwrap().len(), 100);
+        // Space again: the retry writes the same range under the same name.
+        storage.clear();
+        index.write_frozen().unwrap();
+        assert_eq!((index.checkpoint(), index.table_count()), (1_000, 1));
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
     #[test]

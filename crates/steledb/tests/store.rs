@@ -572,9 +572,9 @@ fn a_failing_index_flush_is_reported_and_appends_go_on() {
     store.append("s", ExpectedRevision::Any, same_size(0)).unwrap();
     let record_bytes = store.end_position();
     // The flush after the 4th event will create exactly this temporary
-    // file; a file already there makes the flush fail.
+    // file; a directory in its place makes the flush fail until removed.
     let blocker = dir.path().join("index").join(format!("{:020}-{:020}.idx.tmp", 0, 4 * record_bytes));
-    std::fs::write(&blocker, b"in the way").unwrap();
+    std::fs::create_dir(&blocker).unwrap();
     for i in 1..4 {
         store.append("s", ExpectedRevision::Any, same_size(i)).unwrap();
     }
@@ -588,7 +588,7 @@ fn a_failing_index_flush_is_reported_and_appends_go_on() {
     };
     let error = reported().expect("the failed flush is reported");
     assert!(error.contains("idx.tmp"), "{error}");
-    std::fs::remove_file(&blocker).unwrap();
+    std::fs::remove_dir(&blocker).unwrap();
     for i in 4..8 {
         store.append("s", ExpectedRevision::Any, same_size(i)).unwrap();
     }
