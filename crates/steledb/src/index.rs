@@ -456,13 +456,16 @@ impl WrittenTable {
     }
 }
 
-/// Streams sorted entries into `file` after the header; returns the entry
-/// count, the checksum of the entries and the block summary.
+/// What `write_entries` wrote: the entry count, the checksum of the
+/// entries and the block summary.
+type EntriesWritten = (u64, u32, Vec<(u64, u64)>);
+
+/// Streams sorted entries into `file` after the header.
 fn write_entries(
     file: &dyn StorageFile,
     path: &Path,
     entries: &mut dyn Iterator<Item = Entry>,
-) -> Result<(u64, u32, Vec<(u64, u64)>), IndexError> {
+) -> Result<EntriesWritten, IndexError> {
     let mut crc = 0u32;
     let mut count = 0u64;
     let mut summary = Vec::new();
