@@ -74,6 +74,18 @@ fn touches(command: &Command, overlay: &FastMap<String, Head>) -> bool {
     !overlay.is_empty() && streams_of(command).any(|stream| overlay.contains_key(stream))
 }
 
+/// Whether an append starts with the same event id as a part staged in
+/// this batch: most likely a retry of it, which with `Any` or
+/// `StreamExists` would otherwise be written a second time.
+fn repeats_staged_append(command: &Command, staged_first_ids: &FastMap<Uuid, ()>) -> bool {
+    match command {
+        Command::Append(parts) if !staged_first_ids.is_empty() => {
+            parts.iter().filter_map(|p| p.events.first()).any(|e| staged_first_ids.contains_key(&e.id))
+        }
+        _ => false,
+    }
+}
+
 /// Whether a command reads state that the overlay of staged heads does not
 /// carry: stream metadata written earlier in the batch (soft delete and
 /// `$tb` decide whether a stream is live), or, for metadata changes,
@@ -251,10 +263,15 @@ impl Writer {
         let mut waiting: Vec<(Request, Vec<AppendResult>)> = Vec::new();
         let mut carried: Vec<Request> = Vec::new();
         let mut metadata_staged: Vec<String> = Vec::new();
+        // First event ids of the parts staged in this batch: a retry of one
+        // of them is recognised (as a duplicate) only once it is committed.
+        let mut staged_first_ids: FastMap<Uuid, ()> = FastMap::default();
         let mut entries: Vec<Entry> = Vec::new();
         let mut appended: Vec<(Uuid, (u64, u64, u64))> = Vec::new();
         for request in batch {
-            if must_wait_for_commit(&request.command, &overlay, &metadata_staged) {
+            if must_wait_for_commit(&request.command, &overlay, &metadata_staged)
+                || repeats_staged_append(&request.command, &staged_first_ids)
+            {
                 carried.push(request);
                 continue;
             }
@@ -290,6 +307,7 @@ impl Writer {
             for (range, stream, head) in staged.parts {
                 let first = &staged.events[range.start];
                 appended.push((first.2, (first.0, first.1, range.len() as u64)));
+                staged_first_ids.insert(first.2, ());
                 let last = &staged.events[range.end - 1];
                 results.push(AppendResult {
                     first_revision: first.1,
