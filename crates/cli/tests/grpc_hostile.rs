@@ -134,6 +134,35 @@ async fn a_batch_append_cut_off_before_its_final_message_writes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_append_call_cannot_open_unfinished_batches_without_end() {
+    let server = support::start();
+    let mut client = StreamsClient::new(channel(&server).await);
+    let unfinished = |n: usize| BatchAppendReq {
+        correlation_id: Some(WireUuid { value: Some(uuid::Value::String(::uuid::Uuid::new_v4().to_string())) }),
+        options: Some(batch_append_req::Options {
+            stream_identifier: Some(StreamIdentifier { stream_name: format!("never-{n}").into_bytes() }),
+            expected_stream_position: Some(batch_append_req::options::ExpectedStreamPosition::Any(())),
+            deadline_option: None,
+        }),
+        proposed_messages: Vec::new(),
+        is_final: false,
+    };
+    let requests: Vec<BatchAppendReq> = (0..200).map(unfinished).collect();
+    let outcome = async {
+        let mut replies = client.batch_append(tokio_stream::iter(requests)).await?.into_inner();
+        while replies.message().await?.is_some() {}
+        Ok::<(), tonic::Status>(())
+    };
+    let status = tokio::time::timeout(Duration::from_secs(10), outcome)
+        .await
+        .expect("the server ends the call")
+        .expect_err("200 unfinished batches are refused");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("unfinished batches"), "{status:?}");
+    assert_eq!(server.get("/health").status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_idle_connections_do_not_stop_the_server() {
     let server = support::start();
     // Both ends live on this machine: stay well inside the open-files limit.

@@ -30,6 +30,9 @@ const READ_PAGE_EVENTS: usize = 512;
 /// Reply batches buffered per read or subscription before the sender waits
 /// for the client: bounds memory per slow reader (a batch is at most a page).
 const REPLY_BATCHES: usize = 4;
+/// Batches of one BatchAppend call begun but not yet given their final
+/// message (clients send each batch whole, in one message).
+const UNFINISHED_BATCHES_MAX: usize = 64;
 /// Batches of one BatchAppend call being appended at once.
 const BATCHES_IN_FLIGHT_MAX: usize = 64;
 /// Checkpoint interval for filtered subscriptions that ask for the server's default.
@@ -581,6 +584,13 @@ async fn batch_append(
                 return;
             }
         };
+        if !partial.contains_key(&correlation) && partial.len() >= UNFINISHED_BATCHES_MAX {
+            // Each unfinished batch holds its events in memory until its
+            // final message: a call may not open them without end.
+            let message = format!("more than {UNFINISHED_BATCHES_MAX} unfinished batches on one BatchAppend call");
+            let _ = sender.send(Err(Status::resource_exhausted(message))).await;
+            return;
+        }
         let entry = partial.entry(correlation).or_insert_with(|| Partial {
             correlation: request.correlation_id.clone(),
             options: None,
