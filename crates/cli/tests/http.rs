@@ -622,3 +622,19 @@ fn connections_past_the_limit_wait_until_one_closes() {
     assert!(settled, "stele_connections_open is {:?}", open_now());
     drop(held);
 }
+
+#[test]
+fn a_connection_that_sends_nothing_is_closed_and_frees_its_place() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    let server = support::start_with_config("connections_max = 1\nfirst_bytes_timeout_ms = 300\n");
+    let mut silent = TcpStream::connect(server.address()).unwrap();
+    silent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // The one place is taken by a socket that never speaks; the server
+    // closes it after 300 ms and serves the next client.
+    let mut closed = [0u8; 1];
+    assert_eq!(silent.read(&mut closed).unwrap(), 0, "the silent connection is closed");
+    assert_eq!(server.get("/health").status, 200);
+}

@@ -21,7 +21,12 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Connections open at once; more wait in the kernel's backlog.
     pub connections_max: usize,
+    /// A connection that sends nothing for this long after it is accepted
+    /// is closed.
+    pub first_bytes_timeout_ms: u64,
 }
+
+pub const DEFAULT_FIRST_BYTES_TIMEOUT_MS: u64 = 10_000;
 
 /// Enough for many clients, each with a connection pool, on a small
 /// machine; every connection costs a task and its buffers.
@@ -36,6 +41,7 @@ impl Default for ServerConfig {
             segment_size_bytes: steledb::StoreConfig::new("").segment_size_bytes,
             limits: Limits::default(),
             connections_max: DEFAULT_CONNECTIONS_MAX,
+            first_bytes_timeout_ms: DEFAULT_FIRST_BYTES_TIMEOUT_MS,
         }
     }
 }
@@ -54,6 +60,7 @@ pub struct FileConfig {
     pub append_streams_max: Option<usize>,
     pub queue_requests_max: Option<usize>,
     pub connections_max: Option<usize>,
+    pub first_bytes_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +100,7 @@ impl ServerConfig {
             });
         }
         set!(self.connections_max, file.connections_max);
+        set!(self.first_bytes_timeout_ms, file.first_bytes_timeout_ms);
         if file.advertise.is_some() {
             self.advertise = file.advertise;
         }

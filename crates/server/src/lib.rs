@@ -93,7 +93,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
             let _ = shutdown_sender.send(true);
         }
     };
-    let listener = listener::LimitedListener::new(listener, config.connections_max, state.metrics.clone());
+    let first_bytes_timeout = std::time::Duration::from_millis(config.first_bytes_timeout_ms);
+    let listener =
+        listener::LimitedListener::new(listener, config.connections_max, first_bytes_timeout, state.metrics.clone());
     let server = axum::serve(listener, app).with_graceful_shutdown(signal);
     let mut stopping = state.shutdown.clone();
     tokio::select! {

@@ -4,8 +4,12 @@
 //! At the limit the server stops accepting: further clients wait in the
 //! kernel's backlog (their connect succeeds, their first request waits)
 //! until a connection closes, instead of each costing the server a task and
-//! buffers. Established connections are never dropped to make room.
+//! buffers. A connection that sends nothing within `first_bytes_timeout`
+//! of being accepted is closed, so silent sockets cannot hold every place;
+//! after its first bytes a connection is never dropped (an SSE subscriber
+//! may send nothing more for hours).
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -28,12 +32,18 @@ pub struct LimitedListener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    first_bytes_timeout: Duration,
 }
 
 impl LimitedListener {
-    pub fn new(inner: TcpListener, connections_max: usize, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        inner: TcpListener,
+        connections_max: usize,
+        first_bytes_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         assert!(connections_max > 0);
-        Self { inner, permits: Arc::new(Semaphore::new(connections_max)), metrics }
+        Self { inner, permits: Arc::new(Semaphore::new(connections_max)), metrics, first_bytes_timeout }
     }
 }
 
@@ -58,7 +68,9 @@ impl axum::serve::Listener for LimitedListener {
                         tracing::warn!(%error, "cannot set TCP_NODELAY");
                     }
                     self.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
-                    let connection = Connection { stream, _permit: permit, metrics: self.metrics.clone() };
+                    let silence = Box::pin(tokio::time::sleep(self.first_bytes_timeout));
+                    let metrics = self.metrics.clone();
+                    let connection = Connection { stream, _permit: permit, metrics, silence: Some(silence) };
                     return (connection, address);
                 }
                 Err(error) => {
@@ -79,6 +91,9 @@ pub struct Connection {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
     metrics: Arc<Metrics>,
+    /// Until the first bytes arrive: when it fires, reads end (EOF) and
+    /// the server closes the connection.
+    silence: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Drop for Connection {
@@ -89,7 +104,23 @@ impl Drop for Connection {
 
 impl AsyncRead for Connection {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let filled_before = buf.filled().len();
+        let result = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if self.silence.is_none() {
+            return result;
+        }
+        if result.is_ready() {
+            if buf.filled().len() > filled_before {
+                self.silence = None;
+            }
+            return result;
+        }
+        let silence = self.silence.as_mut().expect("checked above");
+        if silence.as_mut().poll(cx).is_ready() {
+            tracing::debug!("closing a connection that sent nothing");
+            return Poll::Ready(Ok(())); // end of stream
+        }
+        result
     }
 }
 
