@@ -95,9 +95,12 @@ pub enum TimerError {
 /// Schedules and cancels timers (appends to the timer stream). Any number
 /// of these may exist; one [`TimerService`] fires the timers.
 ///
-/// A timer id names one timer forever: scheduling an id again, even after
-/// it fired, is recognised as a retry of the first scheduling and writes
-/// nothing. A repeating reminder uses a new id per occurrence.
+/// A timer id names one timer: scheduling an id again is recognised as a
+/// retry of the first scheduling and writes nothing, while that append is
+/// within the store's idempotency window (the last 262,144 appends, see
+/// the README's limits). Scheduling a fired or cancelled id again after
+/// that makes a new timer that fires again. A repeating reminder uses a
+/// new id per occurrence.
 pub struct Timers<S> {
     store: S,
     stream: String,
