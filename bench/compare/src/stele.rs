@@ -6,12 +6,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use stele_server::proto::event_store::client::streams::{
-    append_req, append_resp, read_req, read_resp, streams_client::StreamsClient, AppendReq, ReadReq,
+    append_req, append_resp, read_req, read_resp, streams_client::StreamsClient, AppendReq,
 };
-use stele_server::proto::event_store::client::{uuid, Empty, StreamIdentifier, Uuid as WireUuid};
+use stele_server::proto::event_store::client::{uuid, Empty, Uuid as WireUuid};
 use steledb::{
     AllStart, AppendError, CurrentRevision, Direction, ExpectedRevision, NewEvent, StreamAppend, StreamStart,
 };
+use steledb_client::convert::{read_request, stream_identifier};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::client::{Appended, CATCH_UP_PAGE_EVENTS};
@@ -23,10 +24,6 @@ const DECODING_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 pub struct GrpcClient {
     client: StreamsClient<Channel>,
-}
-
-fn identifier(stream: &str) -> Option<StreamIdentifier> {
-    Some(StreamIdentifier { stream_name: stream.as_bytes().to_vec() })
 }
 
 fn proposed(event: BenchEvent) -> AppendReq {
@@ -41,24 +38,6 @@ fn proposed(event: BenchEvent) -> AppendReq {
             custom_metadata: Vec::new(),
             data: event.data,
         })),
-    }
-}
-
-fn read_request(
-    stream_option: read_req::options::StreamOption,
-    count_option: read_req::options::CountOption,
-) -> ReadReq {
-    use read_req::options::{uuid_option, FilterOption, UuidOption};
-    ReadReq {
-        options: Some(read_req::Options {
-            read_direction: 0,
-            resolve_links: false,
-            uuid_option: Some(UuidOption { content: Some(uuid_option::Content::String(Empty {})) }),
-            control_option: None,
-            stream_option: Some(stream_option),
-            count_option: Some(count_option),
-            filter_option: Some(FilterOption::NoFilter(Empty {})),
-        }),
     }
 }
 
@@ -82,7 +61,7 @@ impl GrpcClient {
         };
         let options = AppendReq {
             content: Some(append_req::Content::Options(append_req::Options {
-                stream_identifier: identifier(stream),
+                stream_identifier: stream_identifier(stream),
                 expected_stream_revision: Some(expected),
             })),
         };
@@ -112,10 +91,11 @@ impl GrpcClient {
         use read_req::options::stream_options::RevisionOption;
         use read_req::options::{CountOption, StreamOption, StreamOptions};
         let option = StreamOption::Stream(StreamOptions {
-            stream_identifier: identifier(stream),
+            stream_identifier: stream_identifier(stream),
             revision_option: Some(RevisionOption::Start(Empty {})),
         });
-        let mut replies = self.client.read(read_request(option, CountOption::Count(count))).await?.into_inner();
+        let mut replies =
+            self.client.read(read_request(option, Direction::Forward, CountOption::Count(count))).await?.into_inner();
         let mut events = 0;
         while let Some(reply) = replies.message().await? {
             match reply.content {
@@ -133,7 +113,7 @@ impl GrpcClient {
         use read_req::options::all_options::AllOption;
         use read_req::options::{AllOptions, CountOption, StreamOption, SubscriptionOptions};
         let option = StreamOption::All(AllOptions { all_option: Some(AllOption::Start(Empty {})) });
-        let request = read_request(option, CountOption::Subscription(SubscriptionOptions {}));
+        let request = read_request(option, Direction::Forward, CountOption::Subscription(SubscriptionOptions {}));
         let mut replies = self.client.read(request).await?.into_inner();
         let mut events = 0;
         while events < count {

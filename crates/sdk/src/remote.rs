@@ -2,7 +2,7 @@
 //! (feature `remote`). The errors the toolkit acts on (a concurrency
 //! conflict, a deleted stream) come back typed as from the embedded store.
 
-use steledb::{AppendResult, ExpectedRevision, NewEvent, RecordedEvent, StreamAppend};
+use steledb::{AppendResult, RecordedEvent, StreamAppend};
 use steledb_client::{BlockingClient, ClientError};
 
 use crate::{EventStore, StoreError};
@@ -38,20 +38,11 @@ impl EventStore for BlockingClient {
     fn append_multi(&self, parts: Vec<StreamAppend>) -> Result<Vec<AppendResult>, StoreError> {
         Ok(BlockingClient::append_multi(self, parts)?)
     }
-
-    fn append(
-        &self,
-        stream: &str,
-        expected: ExpectedRevision,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendResult, StoreError> {
-        Ok(BlockingClient::append(self, stream, expected, events)?)
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use steledb::CurrentRevision;
+    use steledb::{CurrentRevision, ExpectedRevision};
 
     use super::*;
 

@@ -100,15 +100,6 @@ impl EventStore for Store {
     fn append_multi(&self, parts: Vec<StreamAppend>) -> Result<Vec<AppendResult>, StoreError> {
         Ok(Store::append_multi(self, parts)?)
     }
-
-    fn append(
-        &self,
-        stream: &str,
-        expected: ExpectedRevision,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendResult, StoreError> {
-        Ok(Store::append(self, stream, expected, events)?)
-    }
 }
 
 macro_rules! forward_event_store {
