@@ -8,11 +8,10 @@
 mod bank;
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 
-use bank::{bank_codec, ctx, Account, AccountCommand, AccountEvent, Bank};
-use steledb::{AppendResult, CurrentRevision, ExpectedRevision, NewEvent, RecordedEvent, StreamAppend};
+use bank::{bank_codec, ctx, Account, AccountCommand, AccountEvent, Bank, RendezvousStore};
+use steledb::{CurrentRevision, ExpectedRevision, NewEvent, RecordedEvent, StreamAppend};
 use steledb_sdk::{
     connect, ids, Backend, EventStore, Repository, RepositoryError, SnapshotConfig, SnapshotUse, StoreError,
     TimerService, Timers,
@@ -121,31 +120,6 @@ fn create_then_load(store: SharedStore) {
     assert!(store.read_last("account-none").unwrap().is_none());
 }
 
-/// Holds its first `read_forward` at a barrier shared with the other
-/// commands, so all of them load the same revision before any appends:
-/// a conflict is certain, not likely.
-struct Rendezvous {
-    inner: SharedStore,
-    barrier: Arc<Barrier>,
-    passed: AtomicBool,
-}
-
-impl EventStore for Rendezvous {
-    fn read_forward(&self, stream: &str, from_revision: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        let events = self.inner.read_forward(stream, from_revision, limit)?;
-        if !self.passed.swap(true, Ordering::SeqCst) {
-            self.barrier.wait();
-        }
-        Ok(events)
-    }
-    fn read_last(&self, stream: &str) -> Result<Option<RecordedEvent>, StoreError> {
-        self.inner.read_last(stream)
-    }
-    fn append_multi(&self, parts: Vec<StreamAppend>) -> Result<Vec<AppendResult>, StoreError> {
-        self.inner.append_multi(parts)
-    }
-}
-
 /// Runs `commands` on one stream from as many threads, all loading the
 /// same revision first; returns each thread's `(attempts, duplicate)`.
 fn race(store: &SharedStore, stream: &str, commands: &[(AccountCommand, u128)]) -> Vec<(u32, bool)> {
@@ -154,8 +128,7 @@ fn race(store: &SharedStore, stream: &str, commands: &[(AccountCommand, u128)]) 
         let handles: Vec<_> = commands
             .iter()
             .map(|(command, command_id)| {
-                let wrapper =
-                    Rendezvous { inner: store.clone(), barrier: barrier.clone(), passed: AtomicBool::new(false) };
+                let wrapper = RendezvousStore::new(store.clone(), barrier.clone());
                 scope.spawn(move || {
                     let bank =
                         Repository::new(Bank, wrapper, bank_codec()).with_attempts_max(commands.len() as u32 + 1);
@@ -188,8 +161,7 @@ fn concurrent_commands_retry_and_lose_no_update(store: SharedStore) {
     let errors: Vec<_> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..2u128)
             .map(|i| {
-                let wrapper =
-                    Rendezvous { inner: store.clone(), barrier: barrier.clone(), passed: AtomicBool::new(false) };
+                let wrapper = RendezvousStore::new(store.clone(), barrier.clone());
                 scope.spawn(move || {
                     let bank = Repository::new(Bank, wrapper, bank_codec()).with_attempts_max(1);
                     bank.handle("account-2", &deposit(1), &ctx(6_000, 20 + i)).err()

@@ -189,19 +189,19 @@ impl EventStore for CountingStore<'_> {
 /// Holds its first `read_forward` at a barrier shared with other
 /// wrappers, so several repositories are known to have loaded the same
 /// revision before any of them appends: a conflict is certain, not likely.
-pub struct RendezvousStore<'a> {
-    inner: &'a Store,
+pub struct RendezvousStore<S> {
+    inner: S,
     barrier: Arc<Barrier>,
     passed: AtomicBool,
 }
 
-impl<'a> RendezvousStore<'a> {
-    pub fn new(inner: &'a Store, barrier: Arc<Barrier>) -> Self {
+impl<S: EventStore> RendezvousStore<S> {
+    pub fn new(inner: S, barrier: Arc<Barrier>) -> Self {
         Self { inner, barrier, passed: AtomicBool::new(false) }
     }
 }
 
-impl EventStore for RendezvousStore<'_> {
+impl<S: EventStore> EventStore for RendezvousStore<S> {
     fn read_forward(&self, stream: &str, from_revision: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         let events = self.inner.read_forward(stream, from_revision, limit)?;
         if !self.passed.swap(true, Ordering::SeqCst) {
@@ -213,7 +213,7 @@ impl EventStore for RendezvousStore<'_> {
         self.inner.read_last(stream)
     }
     fn append_multi(&self, parts: Vec<StreamAppend>) -> Result<Vec<AppendResult>, StoreError> {
-        EventStore::append_multi(self.inner, parts)
+        self.inner.append_multi(parts)
     }
 }
 
