@@ -210,6 +210,70 @@ async fn stream_subscription_crosses_from_catch_up_to_live_without_gaps() {
     assert_eq!(next.get_original_event().revision, 78);
 }
 
+/// A client stores a checkpoint and later resumes "from" it, which in
+/// KurrentDB's protocol means after it: the matching event right behind the
+/// records a checkpoint covered must still be delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_from_a_filtered_checkpoint_misses_nothing() {
+    let server = support::start();
+    let client = client(&server);
+    for block in 0..3 {
+        for i in 0..10 {
+            client
+                .append_to_stream(format!("noise-{block}-{i}"), &expect(StreamState::Any), event("Noise", i))
+                .await
+                .unwrap();
+        }
+        client
+            .append_to_stream(format!("wanted-{block}"), &expect(StreamState::Any), event("Wanted", block))
+            .await
+            .unwrap();
+    }
+    let filter = || SubscriptionFilter::on_stream_name().add_prefix("wanted-").max(10);
+    let mut subscription = client.subscribe_to_all(&SubscribeToAllOptions::default().filter(filter())).await;
+    let mut delivered = Vec::new();
+    let checkpoint = loop {
+        let message = tokio::time::timeout(Duration::from_secs(20), subscription.next_subscription_event())
+            .await
+            .expect("subscription stalled")
+            .expect("subscription failed");
+        match message {
+            SubscriptionEvent::Checkpoint(position) => break position,
+            SubscriptionEvent::EventAppeared(event) => {
+                delivered.push(event.get_original_event().stream_id().to_owned())
+            }
+            SubscriptionEvent::CaughtUp(_) => panic!("caught up without a checkpoint"),
+            _ => {}
+        }
+    };
+    drop(subscription);
+    // What should come next: the first wanted event not delivered before
+    // the checkpoint (with checkpoints every 10 records passed over, the
+    // first comes right before `wanted-0`).
+    let mut all = client.read_all(&ReadAllOptions::default().max_count(1_000)).await.unwrap();
+    let mut expected = None;
+    while let Some(event) = all.next().await.unwrap() {
+        let stream = event.get_original_event().stream_id();
+        if stream.starts_with("wanted-") && !delivered.iter().any(|seen| seen == stream) {
+            expected = Some(stream.to_owned());
+            break;
+        }
+    }
+    let expected = expected.expect("a wanted event after the first checkpoint");
+    let options = SubscribeToAllOptions::default().filter(filter()).position(StreamPosition::Position(checkpoint));
+    let mut resumed = client.subscribe_to_all(&options).await;
+    let first = loop {
+        let message = tokio::time::timeout(Duration::from_secs(20), resumed.next_subscription_event())
+            .await
+            .expect("resumed subscription stalled")
+            .expect("resumed subscription failed");
+        if let SubscriptionEvent::EventAppeared(event) = message {
+            break event.get_original_event().stream_id().to_owned();
+        }
+    };
+    assert_eq!(first, expected, "resumed from {checkpoint:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filtered_all_subscription_reports_checkpoints() {
     let server = support::start();

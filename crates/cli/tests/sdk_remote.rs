@@ -1,4 +1,5 @@
-//! The toolkit's repository and timers, run unchanged over both backends
+//! The toolkit's repository, timers and consumers (projections, process
+//! managers), run unchanged over both backends
 //! chosen by configuration (`steledb_sdk::connect`): the embedded store on
 //! a temporary directory, and a real `stele serve` process through the gRPC
 //! client. Each scenario is one function over `Arc<dyn EventStore>`, run
@@ -8,16 +9,17 @@
 mod bank;
 mod support;
 
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, Mutex};
 
 use bank::{bank_codec, ctx, Account, AccountCommand, AccountEvent, Bank, RendezvousStore};
-use steledb::{CurrentRevision, ExpectedRevision, NewEvent, RecordedEvent, StreamAppend};
+use steledb::{CurrentRevision, EventFilter, ExpectedRevision, NewEvent, RecordedEvent, StreamAppend};
 use steledb_sdk::{
-    connect, ids, Backend, EventStore, Repository, RepositoryError, SnapshotConfig, SnapshotUse, StoreError,
+    connect, ids, limits, Backend, ConsumerError, EventStore, MemoryCheckpoints, ProcessManager, ProcessManagerRunner,
+    Projection, ProjectionRunner, Repository, RepositoryError, SnapshotConfig, SnapshotUse, Source, StoreError,
     TimerService, Timers,
 };
 
-type SharedStore = Arc<dyn EventStore + Send + Sync>;
+type SharedStore = Arc<dyn EventStore>;
 
 /// A backend and what keeps it alive (its directory or server process).
 enum Fixture {
@@ -67,6 +69,8 @@ on_both_backends!(
     a_failed_expectation_is_a_typed_error,
     a_multi_stream_append_is_all_or_nothing,
     a_timer_fired_twice_is_written_once,
+    a_projection_applies_each_event_once_across_runs,
+    a_process_manager_resumes_with_the_event_after_a_quiet_stretch,
 );
 
 fn open(owner: &str) -> AccountCommand {
@@ -291,6 +295,125 @@ fn a_timer_fired_twice_is_written_once(store: SharedStore) {
     let types: Vec<String> =
         store.read_forward("timers", 0, 10).unwrap().iter().map(|e| e.event_type().to_owned()).collect();
     assert_eq!(types, ["TimerScheduled", "TimerFired"]);
+}
+
+/// One row per event, keyed by its position: applying an event twice
+/// fails the batch instead of going unnoticed.
+struct Ledger;
+
+impl Projection for Ledger {
+    type Error = rusqlite::Error;
+    fn name(&self) -> &str {
+        "ledger"
+    }
+    fn source(&self) -> Source {
+        Source::AllFiltered(EventFilter::StreamPrefix(vec!["acct-".to_owned()]))
+    }
+    fn init(&mut self, db: &rusqlite::Connection) -> rusqlite::Result<()> {
+        db.execute_batch("CREATE TABLE IF NOT EXISTS ledger (position INTEGER PRIMARY KEY, stream TEXT NOT NULL)")
+    }
+    fn apply(&mut self, db: &rusqlite::Connection, event: &RecordedEvent) -> rusqlite::Result<()> {
+        db.execute("INSERT INTO ledger VALUES (?1, ?2)", rusqlite::params![event.position as i64, event.stream()])?;
+        Ok(())
+    }
+    fn reset(&mut self, db: &rusqlite::Connection) -> rusqlite::Result<()> {
+        db.execute_batch("DROP TABLE IF EXISTS ledger")
+    }
+}
+
+/// `count` events in one append to `stream`, ids from `first_id` on.
+fn append_many(store: &SharedStore, stream: &str, first_id: u128, count: u128) {
+    let events = (first_id..first_id + count).map(|id| event(id, "Happened")).collect();
+    store.append(stream, ExpectedRevision::Any, events).unwrap();
+}
+
+fn a_projection_applies_each_event_once_across_runs(store: SharedStore) {
+    // Matching events between long stretches the filter passes over, and
+    // such a stretch at the end: the checkpoint must move through them.
+    let noise = limits::FILTER_CHECKPOINT_INTERVAL_RECORDS as u128 + 100;
+    for block in 0..3u128 {
+        append_many(&store, &format!("acct-{block}"), 1_000_000 * (block + 1), 10);
+        append_many(&store, "noise", 10_000_000 * (block + 1), noise);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let database = || steledb_sdk::open_database(dir.path().join("model.sqlite")).unwrap();
+    let count = |db: &rusqlite::Connection| steledb_sdk::testkit::query_i64(db, "SELECT COUNT(*) FROM ledger").unwrap();
+
+    let mut runner = ProjectionRunner::new(&*store, database(), Ledger).unwrap().with_batch_events_max(7);
+    let mut progress = Vec::new();
+    let report = runner.run_with(steledb_sdk::RunMode::UntilCaughtUp, |p| progress.push(*p)).unwrap();
+    assert_eq!(report.events_applied, 30);
+    assert_eq!(count(runner.connection()), 30);
+    let last_position = store.last_position().unwrap().expect("events");
+    assert_eq!(runner.checkpoint().unwrap().after_position, Some(last_position), "past the quiet tail too");
+    assert_eq!(progress.last().map(|p| (p.position, p.last_position)), Some((last_position, last_position)));
+    drop(runner);
+
+    // A new run on the same model applies only what came since.
+    append_many(&store, "acct-9", 90_000_000, 5);
+    let mut runner = ProjectionRunner::new(&*store, database(), Ledger).unwrap();
+    assert_eq!(runner.run_until_caught_up().unwrap().events_applied, 5);
+    assert_eq!(count(runner.connection()), 35);
+    assert_eq!(runner.checkpoint().unwrap().events_handled, 35);
+}
+
+/// Records the streams it reacts to; fails on the first event while `fail_next` is set.
+struct Recorder {
+    seen: Arc<Mutex<Vec<String>>>,
+    fail_next: bool,
+}
+
+#[derive(Debug)]
+struct Refused;
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the outside refused")
+    }
+}
+
+impl std::error::Error for Refused {}
+
+impl ProcessManager for Recorder {
+    type Error = Refused;
+    fn name(&self) -> &str {
+        "recorder"
+    }
+    fn source(&self) -> Source {
+        Source::AllFiltered(EventFilter::StreamPrefix(vec!["order-".to_owned()]))
+    }
+    fn react(&mut self, event: &RecordedEvent) -> Result<(), Refused> {
+        if std::mem::take(&mut self.fail_next) {
+            return Err(Refused);
+        }
+        self.seen.lock().unwrap().push(event.stream().to_owned());
+        Ok(())
+    }
+}
+
+/// The checkpoint a filtered subscription reports after a quiet stretch
+/// names the last record passed over; the matching event right behind it
+/// must still be delivered when the consumer resumes there.
+fn a_process_manager_resumes_with_the_event_after_a_quiet_stretch(store: SharedStore) {
+    append_many(&store, "noise", 1, limits::FILTER_CHECKPOINT_INTERVAL_RECORDS as u128);
+    store.append("order-1", ExpectedRevision::NoStream, vec![event(5_000, "Placed")]).unwrap();
+    store.append("order-2", ExpectedRevision::NoStream, vec![event(5_001, "Placed")]).unwrap();
+    let order_1_position = store.read_last("order-1").unwrap().unwrap().position;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let checkpoints = MemoryCheckpoints::new();
+
+    let failing = Recorder { seen: seen.clone(), fail_next: true };
+    let error = ProcessManagerRunner::new(&*store, failing, checkpoints.clone()).run_until_caught_up().unwrap_err();
+    assert!(matches!(error, ConsumerError::Handler { position, .. } if position == order_1_position), "{error}");
+    let saved = checkpoints.get("recorder").expect("saved on the way out");
+    let after = saved.after_position.expect("the quiet stretch was checkpointed");
+    assert!(after < order_1_position, "{saved:?}");
+    assert_eq!(saved.events_handled, 0);
+
+    let healthy = Recorder { seen: seen.clone(), fail_next: false };
+    let report = ProcessManagerRunner::new(&*store, healthy, checkpoints.clone()).run_until_caught_up().unwrap();
+    assert_eq!(report.events_handled, 2);
+    assert_eq!(*seen.lock().unwrap(), ["order-1", "order-2"]);
 }
 
 // ------------------------------------------------------ remote backend only

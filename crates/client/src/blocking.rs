@@ -2,34 +2,61 @@
 //! timers), on a runtime it owns.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use steledb::{AppendResult, ExpectedRevision, NewEvent, RecordedEvent, StreamAppend};
+use steledb::{AppendResult, EventFilter, ExpectedRevision, NewEvent, RecordedEvent, StreamAppend};
 use tokio::runtime::{Handle, Runtime};
 
-use crate::{Client, ClientError};
+use crate::{Client, ClientError, Subscription, SubscriptionReply, SubscriptionStart};
 
 /// [`Client`] with blocking calls. Share it between threads (`Arc`): calls
 /// from several threads run concurrently over one connection.
 ///
-/// Not for use inside an async runtime: there, calls return
-/// [`ClientError::InsideAsyncRuntime`] instead of blocking a runtime thread;
-/// use [`Client`] instead.
+/// Calls block their thread. Inside an async runtime use [`Client`]; a call
+/// made there anyway (from a `spawn_blocking` closure, say) runs on a
+/// helper thread, because blocking on a runtime from inside another one
+/// panics.
 #[derive(Debug)]
 pub struct BlockingClient {
     /// One worker thread drives the connection in the background, so any
     /// number of caller threads can block on their own calls at once; a
     /// current-thread runtime would only make progress while some caller
     /// is inside `block_on`, and callers would take turns driving it.
-    /// An `Option` only so that `Drop` can take it.
-    runtime: Option<Runtime>,
+    /// Shared with the client's subscriptions, which outlive it if they must.
+    runtime: Arc<OwnedRuntime>,
     client: Client,
+}
+
+/// A runtime that shuts down without waiting for its worker: a runtime
+/// dropped the usual way panics when that happens inside an async context.
+#[derive(Debug)]
+struct OwnedRuntime(Option<Runtime>);
+
+impl OwnedRuntime {
+    fn block_on<T: Send>(&self, call: impl Future<Output = Result<T, ClientError>> + Send) -> Result<T, ClientError> {
+        let runtime = self.0.as_ref().expect("the runtime is only taken on drop");
+        if Handle::try_current().is_err() {
+            return runtime.block_on(call);
+        }
+        // Inside some runtime's context (a `spawn_blocking` closure, say),
+        // where `block_on` may panic: block on a helper thread instead.
+        std::thread::scope(|scope| scope.spawn(|| runtime.block_on(call)).join())
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+}
+
+impl Drop for OwnedRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl BlockingClient {
     /// Connects to `connection_string` (`kurrentdb://host:port?tls=false`).
     pub fn connect(connection_string: &str) -> Result<Self, ClientError> {
-        refuse_inside_async_runtime()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("steledb-client")
@@ -37,8 +64,9 @@ impl BlockingClient {
             .enable_time()
             .build()
             .map_err(|e| ClientError::Runtime { message: e.to_string() })?;
+        let runtime = Arc::new(OwnedRuntime(Some(runtime)));
         let client = runtime.block_on(Client::connect(connection_string))?;
-        Ok(Self { runtime: Some(runtime), client })
+        Ok(Self { runtime, client })
     }
 
     /// Sets how long each call may take (default [`crate::REQUEST_TIMEOUT`]).
@@ -82,28 +110,55 @@ impl BlockingClient {
         self.block_on(self.client.read_last(stream))
     }
 
-    fn block_on<T>(&self, call: impl Future<Output = Result<T, ClientError>>) -> Result<T, ClientError> {
-        refuse_inside_async_runtime()?;
-        let runtime = self.runtime.as_ref().expect("the runtime is only taken on drop");
-        runtime.block_on(call)
+    /// See [`Client::subscribe_all`].
+    pub fn subscribe_all(
+        &self,
+        start: SubscriptionStart,
+        filter: Option<&EventFilter>,
+        checkpoint_every_records: u32,
+    ) -> Result<BlockingSubscription, ClientError> {
+        let subscription = self.block_on(self.client.subscribe_all(start, filter, checkpoint_every_records))?;
+        Ok(BlockingSubscription { runtime: self.runtime.clone(), subscription })
+    }
+
+    /// See [`Client::subscribe_stream`].
+    pub fn subscribe_stream(
+        &self,
+        stream: &str,
+        start: SubscriptionStart,
+    ) -> Result<BlockingSubscription, ClientError> {
+        let subscription = self.block_on(self.client.subscribe_stream(stream, start))?;
+        Ok(BlockingSubscription { runtime: self.runtime.clone(), subscription })
+    }
+
+    /// See [`Client::last_position`].
+    pub fn last_position(&self) -> Result<Option<u64>, ClientError> {
+        self.block_on(self.client.last_position())
+    }
+
+    fn block_on<T: Send>(&self, call: impl Future<Output = Result<T, ClientError>> + Send) -> Result<T, ClientError> {
+        self.runtime.block_on(call)
     }
 }
 
-impl Drop for BlockingClient {
-    fn drop(&mut self) {
-        // A runtime dropped the usual way waits for its worker, which
-        // panics when the client is dropped inside an async context.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
+/// A [`Subscription`] for synchronous callers.
+#[derive(Debug)]
+pub struct BlockingSubscription {
+    runtime: Arc<OwnedRuntime>,
+    subscription: Subscription,
 }
 
-/// `block_on` panics inside a runtime; an error says what to do instead.
-fn refuse_inside_async_runtime() -> Result<(), ClientError> {
-    match Handle::try_current() {
-        Ok(_) => Err(ClientError::InsideAsyncRuntime),
-        Err(_) => Ok(()),
+impl BlockingSubscription {
+    /// The next message, or `None` when none came within `timeout`.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<SubscriptionReply>, ClientError> {
+        let next = self.subscription.next();
+        // `next` is cancel-safe, so a timeout loses nothing.
+        self.runtime.block_on(async move {
+            match tokio::time::timeout(timeout, next).await {
+                Ok(reply) => reply.map(Some),
+                Err(_) => Ok(None),
+            }
+        })
     }
 }
 
@@ -112,10 +167,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn inside_an_async_runtime_it_refuses_instead_of_panicking() {
-        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
-        let refused = runtime.block_on(async { BlockingClient::connect("kurrentdb://127.0.0.1:1?tls=false") });
-        assert_eq!(refused.err(), Some(ClientError::InsideAsyncRuntime));
+    fn inside_an_async_runtime_calls_still_work() {
+        // A `spawn_blocking` closure of an application's runtime, where the
+        // client's own `block_on` would panic.
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().expect("a runtime");
+        let error = runtime
+            .block_on(tokio::task::spawn_blocking(|| BlockingClient::connect("kurrentdb://127.0.0.1:1?tls=false")))
+            .expect("no panic")
+            .expect_err("nothing listens there");
+        assert!(matches!(&error, ClientError::Connect { uri, .. } if uri == "http://127.0.0.1:1"), "{error:?}");
     }
 
     #[test]

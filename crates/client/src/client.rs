@@ -4,13 +4,17 @@
 use std::future::Future;
 use std::time::Duration;
 
-use steledb::{AppendResult, Direction, ExpectedRevision, NewEvent, RecordedEvent, StreamAppend};
+use steledb::{AppendResult, Direction, EventFilter, ExpectedRevision, NewEvent, RecordedEvent, StreamAppend};
 use tonic::transport::Channel;
 
 use crate::connection::{connect_channel, REPLY_BYTES_MAX};
-use crate::convert::{decode_event, multi_append_request, multi_append_results, stream_read_request};
-use crate::proto::event_store::client::streams::{read_resp, streams_client::StreamsClient};
+use crate::convert::{
+    all_subscription_request, decode_event, last_event_request, multi_append_request, multi_append_results,
+    stream_read_request, stream_subscription_request, SubscriptionStart,
+};
+use crate::proto::event_store::client::streams::{read_resp, streams_client::StreamsClient, ReadReq};
 use crate::proto::stele::streams::v1::multi_stream_append_client::MultiStreamAppendClient;
+use crate::subscription::Subscription;
 use crate::ClientError;
 
 /// How long one call may wait for its whole reply by default: a server
@@ -48,7 +52,7 @@ impl Client {
     }
 
     /// The generated KurrentDB `Streams` client on this connection, for
-    /// calls this type does not wrap (subscriptions, tombstones).
+    /// calls this type does not wrap (tombstones, `$all` reads).
     pub fn streams(&self) -> StreamsClient<Channel> {
         self.streams.clone()
     }
@@ -98,6 +102,50 @@ impl Client {
     pub async fn read_last(&self, stream: &str) -> Result<RecordedEvent, ClientError> {
         let mut events = self.read(stream, None, Direction::Backward, 1).await?;
         events.pop().ok_or_else(|| ClientError::StreamNotFound { stream: stream.to_owned() })
+    }
+
+    /// Subscribes to `$all` (see [`all_subscription_request`] for the filter).
+    pub async fn subscribe_all(
+        &self,
+        start: SubscriptionStart,
+        filter: Option<&EventFilter>,
+        checkpoint_every_records: u32,
+    ) -> Result<Subscription, ClientError> {
+        self.subscribe(all_subscription_request(start, filter, checkpoint_every_records), "").await
+    }
+
+    /// Subscribes to one stream; `SubscriptionStart::After` names a revision.
+    /// A stream that does not exist yet is waited for.
+    pub async fn subscribe_stream(&self, stream: &str, start: SubscriptionStart) -> Result<Subscription, ClientError> {
+        self.subscribe(stream_subscription_request(stream, start), stream).await
+    }
+
+    /// The `$all` position of the last event, `None` when there is none.
+    pub async fn last_position(&self) -> Result<Option<u64>, ClientError> {
+        let mut client = self.streams.clone();
+        let status = |status: tonic::Status| ClientError::from_status(&status, "$all");
+        self.bounded(async move {
+            let mut replies = client.read(last_event_request()).await.map_err(status)?.into_inner();
+            let mut last = None;
+            while let Some(reply) = replies.message().await.map_err(status)? {
+                if let Some(read_resp::Content::Event(event)) = reply.content {
+                    last = Some(decode_event(event)?.position);
+                }
+            }
+            Ok(last)
+        })
+        .await?
+    }
+
+    /// Only starting the call is bounded by the request timeout: a
+    /// subscription then stays open for as long as its caller reads it.
+    async fn subscribe(&self, request: ReadReq, stream: &str) -> Result<Subscription, ClientError> {
+        let mut client = self.streams.clone();
+        let replies = self
+            .bounded(async move { client.read(request).await })
+            .await?
+            .map_err(|status| ClientError::from_status(&status, stream))?;
+        Ok(Subscription::new(replies.into_inner(), stream))
     }
 
     async fn read(

@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 
-use steledb::{AppendResult, CurrentRevision, Direction, ExpectedRevision, NewEvent, RecordedEvent, StreamAppend};
+use steledb::{
+    AppendResult, CurrentRevision, Direction, EventFilter, ExpectedRevision, NewEvent, RecordedEvent, StreamAppend,
+};
 
 use crate::proto::event_store::client::streams::{append_req, read_req, read_resp, AppendReq, ReadReq};
 use crate::proto::event_store::client::{uuid, Empty, StreamIdentifier, Uuid as WireUuid};
@@ -69,6 +71,85 @@ pub fn stream_read_request(stream: &str, from_revision: Option<u64>, direction: 
         revision_option: Some(revision_option),
     });
     read_request(options, direction, CountOption::Count(count))
+}
+
+/// Where a subscription starts. Starts name the last thing already seen,
+/// as in KurrentDB's protocol: the subscription delivers what comes after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionStart {
+    /// From the first event.
+    Start,
+    /// After the event at this `$all` position (or, for a stream, revision).
+    After(u64),
+    /// Only what is appended from now on.
+    End,
+}
+
+/// A catch-up subscription to `$all`, filtered when `filter` is set; a
+/// filtered one reports a checkpoint every `checkpoint_every_records`
+/// records it passes over.
+pub fn all_subscription_request(
+    start: SubscriptionStart,
+    filter: Option<&EventFilter>,
+    checkpoint_every_records: u32,
+) -> ReadReq {
+    use read_req::options::all_options::AllOption;
+    use read_req::options::Position;
+    use read_req::options::{AllOptions, CountOption, FilterOption, StreamOption, SubscriptionOptions};
+    let all_option = match start {
+        SubscriptionStart::Start => AllOption::Start(Empty {}),
+        SubscriptionStart::After(p) => AllOption::Position(Position { commit_position: p, prepare_position: p }),
+        SubscriptionStart::End => AllOption::End(Empty {}),
+    };
+    let options = StreamOption::All(AllOptions { all_option: Some(all_option) });
+    let mut request = read_request(options, Direction::Forward, CountOption::Subscription(SubscriptionOptions {}));
+    if let (Some(filter), Some(options)) = (filter, request.options.as_mut()) {
+        options.filter_option = Some(FilterOption::Filter(filter_options(filter, checkpoint_every_records)));
+    }
+    request
+}
+
+/// A catch-up subscription to one stream.
+pub fn stream_subscription_request(stream: &str, start: SubscriptionStart) -> ReadReq {
+    use read_req::options::stream_options::RevisionOption;
+    use read_req::options::{CountOption, StreamOption, StreamOptions, SubscriptionOptions};
+    let revision_option = match start {
+        SubscriptionStart::Start => RevisionOption::Start(Empty {}),
+        SubscriptionStart::After(revision) => RevisionOption::Revision(revision),
+        SubscriptionStart::End => RevisionOption::End(Empty {}),
+    };
+    let options = StreamOption::Stream(StreamOptions {
+        stream_identifier: stream_identifier(stream),
+        revision_option: Some(revision_option),
+    });
+    read_request(options, Direction::Forward, CountOption::Subscription(SubscriptionOptions {}))
+}
+
+/// The last event of `$all`: one event, backwards from the end.
+pub fn last_event_request() -> ReadReq {
+    use read_req::options::all_options::AllOption;
+    use read_req::options::{AllOptions, CountOption, StreamOption};
+    let options = StreamOption::All(AllOptions { all_option: Some(AllOption::End(Empty {})) });
+    read_request(options, Direction::Backward, CountOption::Count(1))
+}
+
+/// The engine's filter as the protocol's: prefixes or a regular
+/// expression, on stream names or on event types.
+pub fn filter_options(filter: &EventFilter, checkpoint_every_records: u32) -> read_req::options::FilterOptions {
+    use read_req::options::filter_options::{Expression, Filter, Window};
+    let prefixes = |prefix: &[String]| Expression { regex: String::new(), prefix: prefix.to_vec() };
+    let regex = |pattern: &steledb::Pattern| Expression { regex: pattern.as_str().to_owned(), prefix: Vec::new() };
+    let filter = match filter {
+        EventFilter::StreamPrefix(prefix) => Filter::StreamIdentifier(prefixes(prefix)),
+        EventFilter::EventTypePrefix(prefix) => Filter::EventType(prefixes(prefix)),
+        EventFilter::StreamRegex(pattern) => Filter::StreamIdentifier(regex(pattern)),
+        EventFilter::EventTypeRegex(pattern) => Filter::EventType(regex(pattern)),
+    };
+    read_req::options::FilterOptions {
+        filter: Some(filter),
+        window: Some(Window::Max(checkpoint_every_records.max(1))),
+        checkpoint_interval_multiplier: 1,
+    }
 }
 
 /// A read reply's event as the store's `RecordedEvent`.

@@ -43,10 +43,10 @@ pub enum ClientError {
     /// The server replied with something this client cannot decode.
     #[error("the server sent {message}")]
     Protocol { message: String },
-    /// Calls of a [`crate::BlockingClient`] block the thread, which an
-    /// async runtime's threads must never do.
-    #[error("a blocking client was called from inside an async runtime; use the async Client there")]
-    InsideAsyncRuntime,
+    /// The server ended a subscription (it is shutting down, or dropped a
+    /// subscriber); subscribe again from the last message handled.
+    #[error("the server ended the subscription")]
+    SubscriptionEnded,
     #[error("cannot start the client's runtime: {message}")]
     Runtime { message: String },
 }

@@ -8,6 +8,8 @@
 //!   `Streams.Read`.
 //! - [`BlockingClient`]: the same calls for synchronous callers, on a
 //!   runtime of its own.
+//! - [`Subscription`]: catch-up subscriptions to `$all` (filtered or not)
+//!   and to one stream, resumable after the last event or checkpoint seen.
 //! - [`connection`]: `kurrentdb://host:port?tls=false` connection strings.
 //! - [`convert`]: wire messages <-> the store's value types.
 //!
@@ -32,11 +34,14 @@ mod client;
 pub mod connection;
 pub mod convert;
 mod error;
+mod subscription;
 
-pub use blocking::BlockingClient;
+pub use blocking::{BlockingClient, BlockingSubscription};
 pub use client::{Client, REQUEST_TIMEOUT};
 pub use connection::{ConnectionStringError, CONNECT_TIMEOUT, DEFAULT_CONNECTION_STRING, REPLY_BYTES_MAX};
+pub use convert::SubscriptionStart;
 pub use error::ClientError;
 /// The generated wire types and gRPC clients, for callers that need a call
-/// this crate does not wrap (the CLI's subscriptions, tombstones).
+/// this crate does not wrap (tombstones, `$all` reads).
 pub use stele_proto as proto;
+pub use subscription::{Subscription, SubscriptionReply};

@@ -1,6 +1,6 @@
 //! Choosing the store by configuration: the embedded engine on a data
 //! directory, or a running server through the gRPC client. Application
-//! code takes an `Arc<dyn EventStore + Send + Sync>` and never knows which.
+//! code takes an `Arc<dyn EventStore>` and never knows which.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,10 +53,10 @@ pub enum ConnectError {
 
 /// Opens or connects to `backend`.
 ///
-/// The embedded store behind the trait object serves repositories and
-/// timers; consumers that subscribe (projections, process managers,
-/// gateways) still take a `steledb::Store` directly.
-pub fn connect(backend: &Backend) -> Result<Arc<dyn EventStore + Send + Sync>, ConnectError> {
+/// Everything in the toolkit runs on the result: repositories, timers,
+/// and the consumers that subscribe (projections, process managers,
+/// gateways).
+pub fn connect(backend: &Backend) -> Result<Arc<dyn EventStore>, ConnectError> {
     match backend {
         Backend::Embedded(path) => match steledb::Store::open(path) {
             Ok(store) => Ok(Arc::new(store)),

@@ -9,9 +9,10 @@
 
 use std::time::Duration;
 
-use steledb::{ReadError, RecordedEvent, Store, SubscriptionMessage};
+use steledb::RecordedEvent;
 
 use crate::consumer::{Checkpoint, RunMode, Source};
+use crate::store::{Delivery, EventStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -25,10 +26,8 @@ pub enum ProjectionError {
     /// another runner of the same projection (or a rebuild) committed in
     /// between. The batch was rolled back; start a new run to continue from
     /// the committed checkpoint.
-    #[error(
-        "projection '{projection}': checkpoint moved by another runner (expected position {expected_position}, found {found_position})"
-    )]
-    CheckpointMoved { projection: String, expected_position: u64, found_position: u64 },
+    #[error("projection '{projection}': checkpoint moved by another runner (expected {expected:?}, found {found:?})")]
+    CheckpointMoved { projection: String, expected: Checkpoint, found: Checkpoint },
     #[cfg(feature = "sqlite")]
     #[error("read-model database: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -36,7 +35,7 @@ pub enum ProjectionError {
     #[error("read-model database (PostgreSQL): {0}")]
     Postgres(#[from] postgres::Error),
     #[error(transparent)]
-    Read(#[from] ReadError),
+    Store(#[from] StoreError),
 }
 
 impl ProjectionError {
@@ -62,10 +61,12 @@ impl ProjectionError {
 pub struct Progress {
     /// Events applied by this run so far.
     pub events_applied: u64,
-    /// The checkpoint: everything before it is in the model.
+    /// The checkpoint: the model is done with every record up to and
+    /// including the one at this `$all` position (0 before the first).
     pub position: u64,
-    /// The end of the log when the run started.
-    pub end_position: u64,
+    /// The position of the last event in the log when the run started
+    /// (0 when the log was empty): where a catch-up ends.
+    pub last_position: u64,
 }
 
 /// What one run of a projection did.
@@ -96,7 +97,7 @@ pub(crate) trait BatchTarget {
 
 /// The settings of [`run_batches`].
 pub(crate) struct BatchSettings<'a> {
-    pub store: &'a Store,
+    pub store: &'a dyn EventStore,
     pub source: Source,
     pub batch_events_max: usize,
     pub poll_interval: Duration,
@@ -114,13 +115,13 @@ pub(crate) fn run_batches(
     assert!(batch_events_max > 0, "a batch holds at least one event");
     let mut checkpoint = target.committed_checkpoint()?;
     let mut subscription = source.subscribe(store, &checkpoint)?;
-    let end_position = store.end_position();
+    let last_position = store.last_position()?.unwrap_or(0);
     let mut report = ProjectionReport { events_applied: 0, batches: 0, checkpoint, stopped: false };
     let mut batch: Vec<RecordedEvent> = Vec::with_capacity(batch_events_max);
     let mut scanned = None;
     loop {
         if mode.stop_requested() {
-            commit(store, target, &mut batch, &mut scanned, &mut checkpoint, &mut report)?;
+            commit(target, &mut batch, &mut scanned, &mut checkpoint, &mut report)?;
             report.stopped = true;
             return Ok(report);
         }
@@ -128,25 +129,25 @@ pub(crate) fn run_batches(
         // commits at once instead of holding events back.
         let wait = if batch.is_empty() && scanned.is_none() { poll_interval } else { Duration::ZERO };
         let caught_up = match subscription.next_timeout(wait)? {
-            Some(SubscriptionMessage::Event(event)) => {
+            Some(Delivery::Event(event)) => {
                 batch.push(event);
                 if batch.len() < batch_events_max {
                     continue;
                 }
                 false
             }
-            Some(SubscriptionMessage::Checkpoint { position }) => {
+            Some(Delivery::Scanned { position }) => {
                 scanned = Some(position);
                 continue;
             }
-            Some(SubscriptionMessage::CaughtUp { .. }) => true,
+            Some(Delivery::CaughtUp) => true,
             None => false,
         };
-        if commit(store, target, &mut batch, &mut scanned, &mut checkpoint, &mut report)? {
+        if commit(target, &mut batch, &mut scanned, &mut checkpoint, &mut report)? {
             progress(&Progress {
                 events_applied: report.events_applied,
-                position: checkpoint.next_position,
-                end_position,
+                position: checkpoint.after_position.unwrap_or(0),
+                last_position,
             });
         }
         if caught_up && matches!(mode, RunMode::UntilCaughtUp) {
@@ -160,7 +161,6 @@ pub(crate) fn run_batches(
 /// committed. On an error the run ends: nothing of the batch reached the
 /// model, and the committed checkpoint is still before it.
 fn commit(
-    store: &Store,
     target: &mut impl BatchTarget,
     batch: &mut Vec<RecordedEvent>,
     scanned: &mut Option<u64>,
@@ -179,7 +179,6 @@ fn commit(
     if let Some(position) = scanned.take() {
         next.note_scanned(position);
     }
-    next.settle(store)?;
     target.commit_batch(batch, checkpoint, &next)?;
     report.events_applied += batch.len() as u64;
     report.batches += 1;

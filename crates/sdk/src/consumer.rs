@@ -2,7 +2,8 @@
 //! gateways): where it reads from, its checkpoint, how it is stopped, and
 //! the loop that feeds it events and saves its checkpoint.
 //!
-//! A checkpoint names the `$all` position to resume from. Consumers other
+//! A checkpoint names the last `$all` record a consumer is done with; it
+//! resumes after it. Consumers other
 //! than projections save it after handling events, so after a crash the
 //! events since the last save are handled again: at-least-once. Their
 //! handlers are made idempotent (commands with ids derived from the event
@@ -14,9 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use steledb::{AllStart, EventFilter, ReadError, RecordedEvent, Store, StreamStart, Subscription, SubscriptionMessage};
+use steledb::{EventFilter, RecordedEvent};
 
-use crate::limits::FILTER_CHECKPOINT_INTERVAL_RECORDS;
+use crate::store::{Delivery, EventStore, EventSubscription, StoreError, SubscribeTo};
 
 /// The table every checkpoint kept in a database (SQLite, PostgreSQL)
 /// lives in, one row per consumer.
@@ -45,24 +46,29 @@ impl Source {
         }
     }
 
-    pub(crate) fn subscribe(&self, store: &Store, checkpoint: &Checkpoint) -> Result<Subscription, ReadError> {
-        let start = AllStart::Position(checkpoint.next_position);
-        match self {
-            Self::All => Ok(store.subscribe_all(start, None, FILTER_CHECKPOINT_INTERVAL_RECORDS)),
-            Self::AllFiltered(filter) => {
-                Ok(store.subscribe_all(start, Some(filter.clone()), FILTER_CHECKPOINT_INTERVAL_RECORDS))
+    pub(crate) fn subscribe(
+        &self,
+        store: &dyn EventStore,
+        checkpoint: &Checkpoint,
+    ) -> Result<Box<dyn EventSubscription>, StoreError> {
+        let after_position = checkpoint.after_position;
+        store.subscribe(match self {
+            Self::All => SubscribeTo::All { after_position, filter: None },
+            Self::AllFiltered(filter) => SubscribeTo::All { after_position, filter: Some(filter) },
+            Self::Stream(stream) => {
+                SubscribeTo::Stream { stream, after_revision: checkpoint.next_revision.checked_sub(1) }
             }
-            Self::Stream(name) => store.subscribe_stream(name, StreamStart::Revision(checkpoint.next_revision)),
-        }
+        })
     }
 }
 
 /// How far a consumer has got.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Checkpoint {
-    /// The `$all` position to resume from: everything before it was
-    /// handled (or, for a filtered source, scanned and not matched).
-    pub next_position: u64,
+    /// The `$all` position of the last record done with: handled, or (for
+    /// a filtered source) passed over without a match. A consumer resumes
+    /// after it; `None` means from the start.
+    pub after_position: Option<u64>,
     /// For a [`Source::Stream`]: the next revision to read.
     pub next_revision: u64,
     /// The `$all` position of the last event handled.
@@ -73,27 +79,17 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// Notes that `event` (and the ones before it) were handled.
-    /// `next_position` is settled by [`settle`](Self::settle), which needs a
-    /// read: done once per save, not per event.
     pub(crate) fn note_event(&mut self, event: &RecordedEvent) {
         self.last_event_position = Some(event.position);
+        self.after_position = self.after_position.max(Some(event.position));
         self.next_revision = event.revision.saturating_add(1);
         self.events_handled += 1;
     }
 
-    /// Notes that a filtered subscription scanned everything before `position`.
+    /// Notes that a filtered subscription passed over everything up to and
+    /// including the record at `position`.
     pub(crate) fn note_scanned(&mut self, position: u64) {
-        self.next_position = self.next_position.max(position);
-    }
-
-    /// Moves `next_position` past the last event handled.
-    pub(crate) fn settle(&mut self, store: &Store) -> Result<(), ReadError> {
-        if let Some(last) = self.last_event_position {
-            if last >= self.next_position {
-                self.next_position = store.position_after(last)?;
-            }
-        }
-        Ok(())
+        self.after_position = self.after_position.max(Some(position));
     }
 }
 
@@ -171,7 +167,7 @@ pub enum ConsumerError {
     #[error("consumer '{consumer}' failed on the event at position {position}: {source}")]
     Handler { consumer: String, position: u64, source: Box<dyn std::error::Error + Send + Sync> },
     #[error(transparent)]
-    Read(#[from] ReadError),
+    Store(#[from] StoreError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
 }
@@ -211,7 +207,7 @@ pub(crate) enum Handled {
 
 /// The settings of [`consume`].
 pub(crate) struct ConsumeConfig<'a> {
-    pub store: &'a Store,
+    pub store: &'a dyn EventStore,
     pub source: &'a Source,
     pub name: &'a str,
     pub checkpoint_every_events: u64,
@@ -238,7 +234,6 @@ where
     let mut unsaved_events = 0;
     let mut save = |checkpoint: &mut Checkpoint, unsaved: &mut bool| -> Result<(), ConsumerError> {
         if *unsaved {
-            checkpoint.settle(store)?;
             checkpoints.save(name, checkpoint)?;
             *unsaved = false;
         }
@@ -250,7 +245,7 @@ where
             return Ok(RunReport { events_handled, checkpoint, stopped: true });
         }
         match subscription.next_timeout(poll_interval)? {
-            Some(SubscriptionMessage::Event(event)) => match handle(&event) {
+            Some(Delivery::Event(event)) => match handle(&event) {
                 Ok(Handled::Done) => {
                     checkpoint.note_event(&event);
                     events_handled += 1;
@@ -275,11 +270,11 @@ where
                     });
                 }
             },
-            Some(SubscriptionMessage::Checkpoint { position }) => {
+            Some(Delivery::Scanned { position }) => {
                 checkpoint.note_scanned(position);
                 unsaved = true;
             }
-            Some(SubscriptionMessage::CaughtUp { .. }) => {
+            Some(Delivery::CaughtUp) => {
                 save(&mut checkpoint, &mut unsaved)?;
                 if let RunMode::UntilCaughtUp = mode {
                     return Ok(RunReport { events_handled, checkpoint, stopped: false });

@@ -12,7 +12,9 @@
 
 use std::time::{Duration, Instant};
 
-use steledb::{RecordedEvent, Store};
+use steledb::RecordedEvent;
+
+use crate::store::EventStore;
 
 use crate::consumer::{consume, CheckpointStore, ConsumeConfig, ConsumerError, Handled, RunMode, RunReport, Source};
 use crate::limits::{
@@ -192,7 +194,7 @@ pub struct GatewayStats {
 /// Runs a [`Gateway`]: delivers each event of its source in order,
 /// retrying until it succeeds, and checkpoints after each delivery.
 pub struct GatewayRunner<'s, G, C, K> {
-    store: &'s Store,
+    store: &'s dyn EventStore,
     gateway: G,
     checkpoints: C,
     clock: K,
@@ -203,7 +205,7 @@ pub struct GatewayRunner<'s, G, C, K> {
 }
 
 impl<'s, G: Gateway, C: CheckpointStore, K: GatewayClock> GatewayRunner<'s, G, C, K> {
-    pub fn new(store: &'s Store, gateway: G, checkpoints: C, clock: K) -> Self {
+    pub fn new(store: &'s dyn EventStore, gateway: G, checkpoints: C, clock: K) -> Self {
         Self {
             store,
             gateway,

@@ -127,5 +127,5 @@ pub use snapshot::{
 };
 #[cfg(feature = "sqlite")]
 pub use sqlite::{open_database, SqliteCheckpoints};
-pub use store::{EventStore, StoreError};
+pub use store::{Delivery, EventStore, EventSubscription, StoreError, SubscribeTo};
 pub use timer::{FiredTimer, PendingTimer, TimerError, TimerEvent, TimerService, Timers, TIMER_ID_NAMESPACE};

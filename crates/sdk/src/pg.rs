@@ -12,7 +12,9 @@
 use std::time::Duration;
 
 use postgres::{Client, GenericClient, Transaction};
-use steledb::{RecordedEvent, Store};
+use steledb::RecordedEvent;
+
+use crate::store::EventStore;
 
 use crate::batching::{run_batches, BatchSettings, BatchTarget, Progress, ProjectionError, ProjectionReport};
 use crate::consumer::CHECKPOINT_TABLE;
@@ -98,12 +100,12 @@ pub trait PgProjection {
 /// let client = postgres::Client::connect("host=/run/postgresql user=app dbname=app", postgres::NoTls)?;
 /// let mut runner = PgProjectionRunner::new(&store, client, Counts)?;
 /// runner.run_until_caught_up()?;
-/// runner.rebuild(|p| eprintln!("{}/{} ({} events)", p.position, p.end_position, p.events_applied))?;
+/// runner.rebuild(|p| eprintln!("{}/{} ({} events)", p.position, p.last_position, p.events_applied))?;
 /// runner.run(&StopHandle::new())?; // follows live appends until stopped
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct PgProjectionRunner<'s, P> {
-    store: &'s Store,
+    store: &'s dyn EventStore,
     client: Client,
     projection: P,
     batch_events_max: usize,
@@ -113,15 +115,15 @@ pub struct PgProjectionRunner<'s, P> {
 impl<'s, P: PgProjection> PgProjectionRunner<'s, P> {
     /// Prepares the checkpoint table and row and the model's tables
     /// (`init`), in one transaction.
-    pub fn new(store: &'s Store, mut client: Client, mut projection: P) -> Result<Self, ProjectionError> {
+    pub fn new(store: &'s dyn EventStore, mut client: Client, mut projection: P) -> Result<Self, ProjectionError> {
         let mut transaction = client.transaction()?;
         transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&SETUP_LOCK_KEY])?;
         create_checkpoint_table(&mut transaction)?;
         // The row exists from the start, so every batch can lock it.
         transaction.execute(
             &format!(
-                "INSERT INTO {CHECKPOINT_TABLE} (name, next_position, next_revision, last_event_position, events_handled)
-                 VALUES ($1, 0, 0, NULL, 0) ON CONFLICT (name) DO NOTHING"
+                "INSERT INTO {CHECKPOINT_TABLE} (name, after_position, next_revision, last_event_position, events_handled)
+                 VALUES ($1, NULL, 0, NULL, 0) ON CONFLICT (name) DO NOTHING"
             ),
             &[&projection.name()],
         )?;
@@ -251,8 +253,8 @@ impl<P: PgProjection> BatchTarget for PgProjectionRunner<'_, P> {
         if committed != *from {
             return Err(ProjectionError::CheckpointMoved {
                 projection: self.projection.name().to_owned(),
-                expected_position: from.next_position,
-                found_position: committed.next_position,
+                expected: *from,
+                found: committed,
             });
         }
         for event in events {
@@ -270,7 +272,7 @@ fn create_checkpoint_table(client: &mut impl GenericClient) -> Result<(), postgr
     client.batch_execute(&format!(
         "CREATE TABLE IF NOT EXISTS {CHECKPOINT_TABLE} (
             name TEXT PRIMARY KEY,
-            next_position BIGINT NOT NULL,
+            after_position BIGINT,
             next_revision BIGINT NOT NULL,
             last_event_position BIGINT,
             events_handled BIGINT NOT NULL
@@ -293,7 +295,7 @@ fn load_checkpoint(
 ) -> Result<Option<Checkpoint>, postgres::Error> {
     let row = client.query_opt(
         &format!(
-            "SELECT next_position, next_revision, last_event_position, events_handled
+            "SELECT after_position, next_revision, last_event_position, events_handled
              FROM {CHECKPOINT_TABLE} WHERE name = $1{}",
             if lock { " FOR UPDATE" } else { "" }
         ),
@@ -302,7 +304,7 @@ fn load_checkpoint(
     // `try_get`: a table of that name made by someone else is an error, not a panic.
     row.map(|row| {
         Ok(Checkpoint {
-            next_position: row.try_get::<_, i64>(0)? as u64,
+            after_position: row.try_get::<_, Option<i64>>(0)?.map(|p| p as u64),
             next_revision: row.try_get::<_, i64>(1)? as u64,
             last_event_position: row.try_get::<_, Option<i64>>(2)?.map(|p| p as u64),
             events_handled: row.try_get::<_, i64>(3)? as u64,
@@ -318,14 +320,14 @@ fn save_checkpoint(
 ) -> Result<(), postgres::Error> {
     client.execute(
         &format!(
-            "INSERT INTO {CHECKPOINT_TABLE} (name, next_position, next_revision, last_event_position, events_handled)
+            "INSERT INTO {CHECKPOINT_TABLE} (name, after_position, next_revision, last_event_position, events_handled)
              VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (name) DO UPDATE SET next_position = $2, next_revision = $3,
+             ON CONFLICT (name) DO UPDATE SET after_position = $2, next_revision = $3,
                  last_event_position = $4, events_handled = $5"
         ),
         &[
             &name,
-            &to_sql(checkpoint.next_position),
+            &checkpoint.after_position.map(to_sql),
             &to_sql(checkpoint.next_revision),
             &checkpoint.last_event_position.map(to_sql),
             &to_sql(checkpoint.events_handled),

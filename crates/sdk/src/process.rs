@@ -9,7 +9,9 @@
 
 use std::time::Duration;
 
-use steledb::{RecordedEvent, Store};
+use steledb::RecordedEvent;
+
+use crate::store::EventStore;
 use uuid::Uuid;
 
 use crate::consumer::{consume, CheckpointStore, ConsumeConfig, ConsumerError, Handled, RunMode, RunReport, Source};
@@ -45,7 +47,7 @@ pub trait ProcessManager {
 
 /// Runs a [`ProcessManager`] over a store, with its checkpoint in `C`.
 pub struct ProcessManagerRunner<'s, P, C> {
-    store: &'s Store,
+    store: &'s dyn EventStore,
     process: P,
     checkpoints: C,
     checkpoint_every_events: u64,
@@ -53,7 +55,7 @@ pub struct ProcessManagerRunner<'s, P, C> {
 }
 
 impl<'s, P: ProcessManager, C: CheckpointStore> ProcessManagerRunner<'s, P, C> {
-    pub fn new(store: &'s Store, process: P, checkpoints: C) -> Self {
+    pub fn new(store: &'s dyn EventStore, process: P, checkpoints: C) -> Self {
         Self {
             store,
             process,

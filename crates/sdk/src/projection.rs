@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use rusqlite::Connection;
-use steledb::{RecordedEvent, Store};
+use steledb::RecordedEvent;
+
+use crate::store::EventStore;
 
 use crate::batching::{run_batches, BatchSettings, BatchTarget, Progress, ProjectionError, ProjectionReport};
 use crate::consumer::{Checkpoint, RunMode, Source};
@@ -108,7 +110,7 @@ pub trait Projection {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct ProjectionRunner<'s, P> {
-    store: &'s Store,
+    store: &'s dyn EventStore,
     connection: Connection,
     projection: P,
     batch_events_max: usize,
@@ -117,7 +119,11 @@ pub struct ProjectionRunner<'s, P> {
 
 impl<'s, P: Projection> ProjectionRunner<'s, P> {
     /// Prepares the checkpoint table and the model's tables (`init`).
-    pub fn new(store: &'s Store, mut connection: Connection, mut projection: P) -> Result<Self, ProjectionError> {
+    pub fn new(
+        store: &'s dyn EventStore,
+        mut connection: Connection,
+        mut projection: P,
+    ) -> Result<Self, ProjectionError> {
         let transaction = connection.transaction()?;
         create_checkpoint_table(&transaction)?;
         projection.init(&transaction).map_err(|e| ProjectionError::setup(projection.name(), "create", e))?;

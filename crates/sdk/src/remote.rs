@@ -2,9 +2,13 @@
 //! (feature `remote`). The errors the toolkit acts on (a concurrency
 //! conflict, a deleted stream) come back typed as from the embedded store.
 
-use steledb::{AppendResult, RecordedEvent, StreamAppend};
-use steledb_client::{BlockingClient, ClientError};
+use std::time::Duration;
 
+use steledb::{AppendResult, RecordedEvent, StreamAppend};
+use steledb_client::{BlockingClient, BlockingSubscription, ClientError, SubscriptionReply, SubscriptionStart};
+
+use crate::limits::FILTER_CHECKPOINT_INTERVAL_RECORDS;
+use crate::store::{Delivery, EventSubscription, SubscribeTo};
 use crate::{EventStore, StoreError};
 
 impl From<ClientError> for StoreError {
@@ -37,6 +41,37 @@ impl EventStore for BlockingClient {
 
     fn append_multi(&self, parts: Vec<StreamAppend>) -> Result<Vec<AppendResult>, StoreError> {
         Ok(BlockingClient::append_multi(self, parts)?)
+    }
+
+    fn subscribe(&self, to: SubscribeTo<'_>) -> Result<Box<dyn EventSubscription>, StoreError> {
+        let after = |last: Option<u64>| last.map_or(SubscriptionStart::Start, SubscriptionStart::After);
+        let subscription = match to {
+            SubscribeTo::All { after_position, filter } => {
+                let every = u32::try_from(FILTER_CHECKPOINT_INTERVAL_RECORDS).unwrap_or(u32::MAX);
+                self.subscribe_all(after(after_position), filter, every)?
+            }
+            SubscribeTo::Stream { stream, after_revision } => self.subscribe_stream(stream, after(after_revision))?,
+        };
+        Ok(Box::new(subscription))
+    }
+
+    fn last_position(&self) -> Result<Option<u64>, StoreError> {
+        Ok(BlockingClient::last_position(self)?)
+    }
+}
+
+impl EventSubscription for BlockingSubscription {
+    fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Delivery>, StoreError> {
+        loop {
+            return Ok(match BlockingSubscription::next_timeout(self, timeout)? {
+                Some(SubscriptionReply::Event(event)) => Some(Delivery::Event(event)),
+                Some(SubscriptionReply::Checkpoint { position }) => Some(Delivery::Scanned { position }),
+                Some(SubscriptionReply::CaughtUp) => Some(Delivery::CaughtUp),
+                // The server reads from disk again; nothing for a consumer to do.
+                Some(SubscriptionReply::FellBehind) => continue,
+                None => None,
+            });
+        }
     }
 }
 

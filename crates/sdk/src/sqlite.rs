@@ -27,7 +27,7 @@ pub(crate) fn create_checkpoint_table(connection: &Connection) -> Result<(), rus
     connection.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS {CHECKPOINT_TABLE} (
             name TEXT PRIMARY KEY,
-            next_position INTEGER NOT NULL,
+            after_position INTEGER,
             next_revision INTEGER NOT NULL,
             last_event_position INTEGER,
             events_handled INTEGER NOT NULL
@@ -44,13 +44,13 @@ pub(crate) fn load_checkpoint(connection: &Connection, name: &str) -> Result<Opt
     connection
         .query_row(
             &format!(
-                "SELECT next_position, next_revision, last_event_position, events_handled
+                "SELECT after_position, next_revision, last_event_position, events_handled
                  FROM {CHECKPOINT_TABLE} WHERE name = ?1"
             ),
             params![name],
             |row| {
                 Ok(Checkpoint {
-                    next_position: row.get::<_, i64>(0)? as u64,
+                    after_position: row.get::<_, Option<i64>>(0)?.map(|p| p as u64),
                     next_revision: row.get::<_, i64>(1)? as u64,
                     last_event_position: row.get::<_, Option<i64>>(2)?.map(|p| p as u64),
                     events_handled: row.get::<_, i64>(3)? as u64,
@@ -67,14 +67,14 @@ pub(crate) fn save_checkpoint(
 ) -> Result<(), rusqlite::Error> {
     connection.execute(
         &format!(
-            "INSERT INTO {CHECKPOINT_TABLE} (name, next_position, next_revision, last_event_position, events_handled)
+            "INSERT INTO {CHECKPOINT_TABLE} (name, after_position, next_revision, last_event_position, events_handled)
              VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(name) DO UPDATE SET next_position = ?2, next_revision = ?3,
+             ON CONFLICT(name) DO UPDATE SET after_position = ?2, next_revision = ?3,
                  last_event_position = ?4, events_handled = ?5"
         ),
         params![
             name,
-            to_sql(checkpoint.next_position),
+            checkpoint.after_position.map(to_sql),
             to_sql(checkpoint.next_revision),
             checkpoint.last_event_position.map(to_sql),
             to_sql(checkpoint.events_handled)

@@ -1,20 +1,23 @@
 //! The operations the toolkit needs from an event store, as a trait, so the
-//! same repositories run on the embedded engine and on a remote server
-//! through the gRPC client (feature `remote`, `remote.rs`).
+//! same repositories and consumers run on the embedded engine and on a
+//! remote server through the gRPC client (feature `remote`, `remote.rs`).
 //!
 //! The trait is object-safe: an application can choose its store at run
-//! time as `Arc<dyn EventStore + Send + Sync>`, while code that knows its
+//! time as `Arc<dyn EventStore>`, while code that knows its
 //! store statically (`Repository<D, Store>`) pays no virtual call. The
 //! store's own value types (`NewEvent`, `RecordedEvent`, `AppendResult`,
 //! `ExpectedRevision`) are reused rather than copied: they carry no engine
 //! internals, and a remote client fills them the same way the server does.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use steledb::{
-    AppendError, AppendResult, CurrentRevision, Direction, ExpectedRevision, NewEvent, ReadError, RecordedEvent, Store,
-    StreamAppend, StreamStart,
+    AllStart, AppendError, AppendResult, CurrentRevision, Direction, EventFilter, ExpectedRevision, NewEvent,
+    ReadError, RecordedEvent, Store, StreamAppend, StreamStart, Subscription, SubscriptionMessage,
 };
+
+use crate::limits::FILTER_CHECKPOINT_INTERVAL_RECORDS;
 
 /// A store operation failed. The variants the toolkit acts on are typed
 /// the same for every backend; the rest keep the backend's own error.
@@ -55,8 +58,52 @@ impl From<ReadError> for StoreError {
     }
 }
 
-/// What the toolkit needs from an event store.
-pub trait EventStore {
+/// Where a subscription starts: after the last thing already handled, so
+/// a consumer resumes from its checkpoint with nothing missed or repeated.
+#[derive(Debug, Clone, Copy)]
+pub enum SubscribeTo<'a> {
+    /// `$all` (only what `filter` matches, when set), after the record at
+    /// `after_position`, or from the start.
+    All { after_position: Option<u64>, filter: Option<&'a EventFilter> },
+    /// One stream, after `after_revision`, or from its start.
+    Stream { stream: &'a str, after_revision: Option<u64> },
+}
+
+/// One message of a subscription, the same from every backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Event(RecordedEvent),
+    /// A filtered `$all` subscription examined every record up to and
+    /// including the one at `position` (those that matched were delivered
+    /// before this): a consumer's checkpoint may move there.
+    Scanned {
+        position: u64,
+    },
+    /// The subscription reached the end of the log; live from here.
+    CaughtUp,
+}
+
+/// A subscription: catches up, then follows live appends.
+pub trait EventSubscription: Send {
+    /// The next message, or `None` when none came within `timeout`.
+    fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Delivery>, StoreError>;
+}
+
+impl EventSubscription for Subscription {
+    fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Delivery>, StoreError> {
+        Ok(Subscription::next_timeout(self, timeout)?.map(|message| match message {
+            SubscriptionMessage::Event(event) => Delivery::Event(event),
+            SubscriptionMessage::Checkpoint { last_scanned_position, .. } => {
+                Delivery::Scanned { position: last_scanned_position }
+            }
+            SubscriptionMessage::CaughtUp { .. } => Delivery::CaughtUp,
+        }))
+    }
+}
+
+/// What the toolkit needs from an event store. Stores are shared between
+/// the threads of an application's components, hence `Send + Sync`.
+pub trait EventStore: Send + Sync {
     /// Up to `limit` events of `stream` in revision order, starting at
     /// `from_revision`. A stream that does not exist (or was soft-deleted)
     /// reads as empty.
@@ -80,6 +127,15 @@ pub trait EventStore {
         let mut results = self.append_multi(vec![StreamAppend::new(stream, expected, events)])?;
         Ok(results.remove(0))
     }
+
+    /// Subscribes: what is already stored after the start point, then live
+    /// appends. Filtered `$all` subscriptions report [`Delivery::Scanned`]
+    /// through stretches with no match.
+    fn subscribe(&self, to: SubscribeTo<'_>) -> Result<Box<dyn EventSubscription>, StoreError>;
+
+    /// The `$all` position of the last event, `None` when there is none
+    /// (for progress reports).
+    fn last_position(&self) -> Result<Option<u64>, StoreError>;
 }
 
 impl EventStore for Store {
@@ -100,6 +156,28 @@ impl EventStore for Store {
     fn append_multi(&self, parts: Vec<StreamAppend>) -> Result<Vec<AppendResult>, StoreError> {
         Ok(Store::append_multi(self, parts)?)
     }
+
+    fn subscribe(&self, to: SubscribeTo<'_>) -> Result<Box<dyn EventSubscription>, StoreError> {
+        let subscription = match to {
+            SubscribeTo::All { after_position, filter } => {
+                let start = match after_position {
+                    Some(position) => AllStart::Position(self.position_after(position)?),
+                    None => AllStart::Start,
+                };
+                self.subscribe_all(start, filter.cloned(), FILTER_CHECKPOINT_INTERVAL_RECORDS)
+            }
+            SubscribeTo::Stream { stream, after_revision } => {
+                let next_revision = after_revision.map_or(0, |r| r.saturating_add(1));
+                self.subscribe_stream(stream, StreamStart::Revision(next_revision))?
+            }
+        };
+        Ok(Box::new(subscription))
+    }
+
+    fn last_position(&self) -> Result<Option<u64>, StoreError> {
+        let slice = self.read_all(AllStart::End, Direction::Backward, 1, None)?;
+        Ok(slice.events.first().map(|event| event.position))
+    }
 }
 
 macro_rules! forward_event_store {
@@ -116,6 +194,12 @@ macro_rules! forward_event_store {
             }
             fn append(&self, stream: &str, expected: ExpectedRevision, events: Vec<NewEvent>) -> Result<AppendResult, StoreError> {
                 (**self).append(stream, expected, events)
+            }
+            fn subscribe(&self, to: SubscribeTo<'_>) -> Result<Box<dyn EventSubscription>, StoreError> {
+                (**self).subscribe(to)
+            }
+            fn last_position(&self) -> Result<Option<u64>, StoreError> {
+                (**self).last_position()
             }
         }
     )*};

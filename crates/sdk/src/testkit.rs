@@ -199,7 +199,7 @@ pub fn replay<P: crate::Projection>(
 #[cfg(feature = "sqlite")]
 pub fn replay_store<P: crate::Projection>(
     projection: P,
-    store: &steledb::Store,
+    store: &dyn crate::EventStore,
 ) -> Result<rusqlite::Connection, crate::ProjectionError> {
     let mut runner = crate::ProjectionRunner::new(store, rusqlite::Connection::open_in_memory()?, projection)?;
     runner.run_until_caught_up()?;

@@ -321,11 +321,12 @@ fn fail_mid_batch_then_restart(failing: Ledger, expect: impl FnOnce(Result<u64, 
     assert_exactly_once(&mut reader, 95);
     let checkpoint = runner.checkpoint().unwrap();
     assert_eq!(checkpoint.events_handled, 95);
-    assert_eq!(checkpoint.next_position, store.end_position(), "past the filtered-out tail too");
+    let last_position = steledb_sdk::EventStore::last_position(&store).unwrap().expect("events");
+    assert_eq!(checkpoint.after_position, Some(last_position), "past the filtered-out tail too");
     let row = reader
-        .query_one("SELECT events_handled, next_position FROM stele_checkpoints WHERE name = 'ledger'", &[])
+        .query_one("SELECT events_handled, after_position FROM stele_checkpoints WHERE name = 'ledger'", &[])
         .unwrap();
-    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (95, store.end_position() as i64));
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (95, last_position as i64));
 
     // More events later: only those are applied.
     append_deposits(&store, 95, 5);
@@ -403,8 +404,12 @@ fn rebuild_gives_the_same_model_and_reports_progress() {
     assert_exactly_once(&mut reader, 1_200);
     let last = progress.last().unwrap();
     assert_eq!(
-        (last.events_applied, last.position, last.end_position),
-        (1_200, store.end_position(), store.end_position())
+        (last.events_applied, Some(last.position), Some(last.last_position)),
+        (
+            1_200,
+            steledb_sdk::EventStore::last_position(&store).unwrap(),
+            steledb_sdk::EventStore::last_position(&store).unwrap()
+        )
     );
     assert!(progress.len() >= 3);
     assert!(progress.windows(2).all(|w| w[0].events_applied < w[1].events_applied && w[0].position < w[1].position));
@@ -456,12 +461,10 @@ fn a_second_runner_of_the_same_projection_cannot_apply_events_twice() {
             }
         })
         .unwrap_err();
-    let ProjectionError::CheckpointMoved { projection, expected_position, found_position } = error else {
-        panic!("{error}")
-    };
+    let ProjectionError::CheckpointMoved { projection, expected, found } = error else { panic!("{error}") };
     assert_eq!(projection, "ledger");
-    assert_eq!(found_position, store.end_position());
-    assert!(expected_position < found_position);
+    assert_eq!(found.after_position, steledb_sdk::EventStore::last_position(&store).unwrap());
+    assert!(expected.after_position < found.after_position);
     assert_eq!(second_report.unwrap().events_applied, 40);
     assert_exactly_once(&mut database.connect(), 50);
     // A new run of the first continues from the committed checkpoint.

@@ -22,6 +22,8 @@ pub struct Pattern {
     excluded: Option<Regex>,
     /// What must match (anywhere, unless it is anchored).
     required: Regex,
+    /// The pattern as given, to pass on (a client sends it to a server).
+    source: String,
 }
 
 impl Pattern {
@@ -33,9 +35,15 @@ impl Pattern {
             return Ok(Self {
                 excluded: Some(compile(&format!("^(?:{excluded})"))?),
                 required: compile(&format!("^(?:{required})"))?,
+                source: pattern.to_owned(),
             });
         }
-        Ok(Self { excluded: None, required: compile(pattern)? })
+        Ok(Self { excluded: None, required: compile(pattern)?, source: pattern.to_owned() })
+    }
+
+    /// The pattern as it was given.
+    pub fn as_str(&self) -> &str {
+        &self.source
     }
 
     pub fn is_match(&self, text: &str) -> bool {

@@ -28,9 +28,14 @@ pub enum SubscriptionMessage {
     CaughtUp {
         position: u64,
     },
-    /// A filtered subscription has scanned up to here (exclusive).
+    /// A filtered subscription has examined every record before
+    /// `position` (where a resumed subscription starts, inclusive).
+    /// `last_scanned_position` is the position of the last record it
+    /// examined (passed over, or delivered before this message): the form
+    /// KurrentDB's protocol uses (resume after it).
     Checkpoint {
         position: u64,
+        last_scanned_position: u64,
     },
 }
 
@@ -51,6 +56,9 @@ pub struct Subscription {
     pending: VecDeque<SubscriptionMessage>,
     caught_up: bool,
     scanned_since_checkpoint: u64,
+    /// The position of the last record a `$all` subscription examined
+    /// (delivered or passed over).
+    last_scanned_position: u64,
     /// Where delivered events are copied to.
     arena: EventArena,
 }
@@ -93,6 +101,7 @@ impl Subscription {
             pending: VecDeque::new(),
             caught_up: false,
             scanned_since_checkpoint: 0,
+            last_scanned_position: 0,
             arena: EventArena::default(),
         }
     }
@@ -156,14 +165,17 @@ impl Subscription {
                 decode_event(record.kind, record.payload).map_err(|reason| ReadError::BadEvent { position, reason })?;
             match &mut self.target {
                 Target::All { filter, checkpoint_interval } => {
+                    self.last_scanned_position = position;
                     if filter.as_ref().is_none_or(|f| f.matches(view.stream, view.event_type)) {
                         self.pending.push_back(SubscriptionMessage::Event(self.arena.event(&view, position)));
                     } else {
                         self.scanned_since_checkpoint += 1;
                         if self.scanned_since_checkpoint >= *checkpoint_interval {
                             self.scanned_since_checkpoint = 0;
-                            let position = self.cursor.position();
-                            self.pending.push_back(SubscriptionMessage::Checkpoint { position });
+                            self.pending.push_back(SubscriptionMessage::Checkpoint {
+                                position: self.cursor.position(),
+                                last_scanned_position: position,
+                            });
                         }
                     }
                 }
@@ -190,7 +202,10 @@ impl Subscription {
             if let Target::All { filter: Some(_), .. } = self.target {
                 if self.scanned_since_checkpoint > 0 && self.cursor.position() >= self.shared.reader.committed_end() {
                     self.scanned_since_checkpoint = 0;
-                    self.pending.push_back(SubscriptionMessage::Checkpoint { position: self.cursor.position() });
+                    self.pending.push_back(SubscriptionMessage::Checkpoint {
+                        position: self.cursor.position(),
+                        last_scanned_position: self.last_scanned_position,
+                    });
                     return Ok(true);
                 }
             }

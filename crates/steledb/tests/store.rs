@@ -460,7 +460,16 @@ fn filtered_subscription_reports_checkpoints_through_quiet_stretches() {
     let mut matched = Vec::new();
     loop {
         match subscription.next_timeout(Duration::from_secs(5)).unwrap() {
-            Some(SubscriptionMessage::Checkpoint { position }) => checkpoints.push(position),
+            Some(SubscriptionMessage::Checkpoint { position, last_scanned_position }) => {
+                // The two forms name the same place: the record examined
+                // last, and where reading goes on (no event in between).
+                store.read_event_at(last_scanned_position).unwrap();
+                let after = store.position_after(last_scanned_position).unwrap();
+                assert!(after <= position);
+                let next = store.read_all(AllStart::Position(after), Direction::Forward, 1, None).unwrap();
+                assert!(next.events.iter().all(|e| e.position >= position), "{after} {position}");
+                checkpoints.push(position);
+            }
             Some(SubscriptionMessage::Event(event)) => matched.push(event.stream().to_owned()),
             Some(SubscriptionMessage::CaughtUp { .. }) => break,
             None => panic!("no caught-up"),

@@ -1,10 +1,12 @@
 //! Starting and stopping the components together on one data directory.
 //!
-//! One embedded store is shared in-process; every other piece of state is
-//! the component's own, each with its own checkpoint:
+//! The components share one store: embedded in this process by default,
+//! or a running `stele serve` (`Config::server`), which they then reach
+//! over gRPC. Every other piece of state is the component's own, each with
+//! its own checkpoint:
 //!
 //! ```text
-//! <data dir>/store/           the event log (steledb)
+//! <data dir>/store/           the event log (steledb), when embedded
 //! <data dir>/users.sqlite     read model + its checkpoint (projection)
 //! <data dir>/mail.sqlite      mail gateway checkpoint
 //! <data dir>/reminders.sqlite reminder process manager checkpoint
@@ -22,8 +24,8 @@ use std::time::Duration;
 
 use steledb::{Clock, Store, StoreConfig, SystemClock};
 use steledb_sdk::{
-    open_database, Backoff, BreakerConfig, GatewayRunner, ProjectionRunner, SqliteCheckpoints, StopHandle,
-    SystemGatewayClock,
+    connect, open_database, Backend, Backoff, BreakerConfig, EventStore, GatewayRunner, ProjectionRunner,
+    SqliteCheckpoints, StopHandle, SystemGatewayClock,
 };
 use tokio::sync::oneshot;
 
@@ -48,6 +50,10 @@ const HTTP_WORKER_THREADS: usize = 2;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// A running server's connection string
+    /// (`kurrentdb://127.0.0.1:2113?tls=false`) to keep the events in;
+    /// `None` embeds the store in `<data_dir>/store`.
+    pub server: Option<String>,
     /// Where the HTTP API listens; port 0 picks a free one.
     pub listen: SocketAddr,
     /// `host:port` of the SMTP server.
@@ -68,6 +74,7 @@ impl Config {
     pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr, smtp_address: impl Into<String>) -> Self {
         Self {
             data_dir: data_dir.into(),
+            server: None,
             listen,
             smtp_address: smtp_address.into(),
             mail_from: format!("no-reply@{MAIL_DOMAIN}"),
@@ -86,6 +93,8 @@ impl Config {
 pub enum StartError {
     #[error("opening the store: {0}")]
     Store(#[from] steledb::OpenError),
+    #[error("connecting to the store: {0}")]
+    Connect(#[from] steledb_sdk::ConnectError),
     #[error("opening {what}: {source}")]
     Database { what: &'static str, source: Box<dyn std::error::Error + Send + Sync> },
     #[error("listening on {address}: {source}")]
@@ -110,7 +119,7 @@ pub struct ComponentError {
 /// every checkpoint and closes the store (dropping it instead leaves the
 /// component threads running).
 pub struct App {
-    store: Arc<Store>,
+    store: Arc<dyn EventStore>,
     http_address: SocketAddr,
     runtime: tokio::runtime::Runtime,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -131,9 +140,16 @@ impl App {
         };
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StartError::Database { what: "the data directory", source: Box::new(e) })?;
-        let mut store_config = StoreConfig::new(config.data_dir.join("store"));
-        store_config.clock = Arc::clone(&config.clock);
-        let store = Arc::new(Store::open_with(store_config)?);
+        let store: Arc<dyn EventStore> = match &config.server {
+            Some(connection_string) => connect(&Backend::Remote(connection_string.clone()))?,
+            None => {
+                // Embedded, the store stamps events with the app's clock
+                // (a server uses its own).
+                let mut store_config = StoreConfig::new(config.data_dir.join("store"));
+                store_config.clock = Arc::clone(&config.clock);
+                Arc::new(Store::open_with(store_config)?)
+            }
+        };
 
         let users_path = config.data_dir.join("users.sqlite");
         let users_db = open_database(&users_path).map_err(database("the read model"))?;
@@ -192,7 +208,7 @@ impl App {
     }
 
     /// The shared store (tests read the log through it).
-    pub fn store(&self) -> &Arc<Store> {
+    pub fn store(&self) -> &Arc<dyn EventStore> {
         &self.store
     }
 
@@ -254,21 +270,21 @@ fn spawn(
 }
 
 fn spawn_projection(
-    store: &Arc<Store>,
+    store: &Arc<dyn EventStore>,
     db: rusqlite::Connection,
     config: &Config,
     stop: &StopHandle,
 ) -> Result<JoinHandle<Result<(), String>>, StartError> {
     let (store, stop, poll_interval_ms) = (Arc::clone(store), stop.clone(), config.poll_interval_ms);
     spawn("users-projection", move || {
-        let runner = ProjectionRunner::new(&store, db, UsersProjection::default()).map_err(|e| e.to_string())?;
+        let runner = ProjectionRunner::new(&*store, db, UsersProjection::default()).map_err(|e| e.to_string())?;
         let mut runner = runner.with_poll_interval_ms(poll_interval_ms);
         runner.run(&stop).map(drop).map_err(|e| e.to_string())
     })
 }
 
 fn spawn_reminders(
-    store: &Arc<Store>,
+    store: &Arc<dyn EventStore>,
     checkpoints: SqliteCheckpoints,
     config: &Config,
     stop: &StopHandle,
@@ -288,7 +304,7 @@ fn spawn_reminders(
 }
 
 fn spawn_mailer(
-    store: &Arc<Store>,
+    store: &Arc<dyn EventStore>,
     checkpoints: SqliteCheckpoints,
     config: &Config,
     base_url: String,
@@ -300,7 +316,7 @@ fn spawn_mailer(
     let (store, stop) = (Arc::clone(store), stop.clone());
     let (backoff, breaker, poll_interval_ms) = (config.mail_backoff, config.mail_breaker, config.poll_interval_ms);
     spawn("mail", move || {
-        let mut runner = GatewayRunner::new(&store, mailer, checkpoints, SystemGatewayClock::default())
+        let mut runner = GatewayRunner::new(&*store, mailer, checkpoints, SystemGatewayClock::default())
             .with_backoff(backoff)
             .with_breaker(breaker)
             .with_poll_interval_ms(poll_interval_ms);

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use steledb::{ExpectedRevision, Store, StreamAppend};
+use steledb::{ExpectedRevision, StreamAppend};
 use steledb_sdk::ids::event_id;
 use steledb_sdk::{CodecError, Context, Decider, EventCodec, EventStore, Repository, RepositoryError, StoreError};
 use uuid::Uuid;
@@ -52,12 +52,12 @@ pub struct SignedUp {
 
 /// Handles user commands against the store.
 pub struct UserCommands {
-    users: Repository<Users, Arc<Store>>,
+    users: Repository<Users, Arc<dyn EventStore>>,
     emails: EventCodec<EmailEvent>,
 }
 
 impl UserCommands {
-    pub fn new(store: Arc<Store>) -> Self {
+    pub fn new(store: Arc<dyn EventStore>) -> Self {
         Self { users: Repository::new(Users, store, EventCodec::new()), emails: EventCodec::new() }
     }
 

@@ -10,9 +10,9 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use steledb::{Clock, EventFilter, RecordedEvent, Store};
+use steledb::{Clock, EventFilter, RecordedEvent};
 use steledb_sdk::{
-    ConsumerError, EventCodec, ProcessManager, ProcessManagerRunner, Source, SqliteCheckpoints, TimerError,
+    ConsumerError, EventCodec, EventStore, ProcessManager, ProcessManagerRunner, Source, SqliteCheckpoints, TimerError,
     TimerService, Timers,
 };
 use uuid::Uuid;
@@ -50,13 +50,13 @@ pub enum ReminderError {
 /// an event (after a crash) is harmless: timer events have ids derived
 /// from the timer id, so the store writes each once.
 pub struct ReminderScheduler {
-    timers: Timers<Arc<Store>>,
+    timers: Timers<Arc<dyn EventStore>>,
     delay_us: u64,
     codec: EventCodec<UserEvent>,
 }
 
 impl ReminderScheduler {
-    pub fn new(store: Arc<Store>, delay_us: u64) -> Self {
+    pub fn new(store: Arc<dyn EventStore>, delay_us: u64) -> Self {
         Self { timers: Timers::new(store), delay_us, codec: EventCodec::new() }
     }
 }
@@ -93,19 +93,19 @@ impl ProcessManager for ReminderScheduler {
 /// The reminder component's work: scheduling from the log, firing by the clock.
 pub struct ReminderLoop<'s> {
     scheduler: ProcessManagerRunner<'s, ReminderScheduler, SqliteCheckpoints>,
-    timers: TimerService<Arc<Store>>,
+    timers: TimerService<Arc<dyn EventStore>>,
     clock: Arc<dyn Clock>,
 }
 
 impl<'s> ReminderLoop<'s> {
     pub fn new(
-        store: &'s Arc<Store>,
+        store: &'s Arc<dyn EventStore>,
         checkpoints: SqliteCheckpoints,
         delay_us: u64,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ReminderError> {
         let scheduler = ReminderScheduler::new(Arc::clone(store), delay_us);
-        let scheduler = ProcessManagerRunner::new(store, scheduler, checkpoints);
+        let scheduler = ProcessManagerRunner::new(&**store, scheduler, checkpoints);
         let timers = TimerService::start(Arc::clone(store))?;
         Ok(Self { scheduler, timers, clock })
     }

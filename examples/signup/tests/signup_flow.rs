@@ -9,7 +9,6 @@ use std::sync::{Arc, Barrier};
 
 use serde_json::json;
 use stele_example_signup::user::email_stream;
-use steledb::{Direction, StreamStart};
 use support::{http, wait_for, SmtpMode, SmtpServer, TestApp, REMINDER_DELAY_US, START_US};
 
 #[test]
@@ -45,9 +44,7 @@ fn sign_up_answers_201_with_the_id_and_field_errors_with_stable_codes() {
     assert_eq!((not_json.status, not_json.json()["code"].as_str()), (400, Some("invalid_body")));
 
     // Refused sign-ups wrote nothing: one account stream, one reservation.
-    let reservation =
-        app.app().store().read_stream(&email_stream("ann@example.org"), StreamStart::Start, Direction::Forward, 10);
-    assert_eq!(reservation.unwrap().len(), 1);
+    assert_eq!(app.read(&email_stream("ann@example.org")).len(), 1);
 }
 
 #[test]
@@ -78,8 +75,7 @@ fn concurrent_sign_ups_with_one_email_give_exactly_one_201_and_one_409() {
 
         // The reservation names the winner, and only the winner.
         let winner = responses[0].json()["id"].as_str().unwrap().to_owned();
-        let reservation =
-            app.app().store().read_stream(&email_stream(&email), StreamStart::Start, Direction::Forward, 10).unwrap();
+        let reservation = app.read(&email_stream(&email));
         assert_eq!(reservation.len(), 1, "round {round}");
         let data: serde_json::Value = serde_json::from_slice(reservation[0].data()).unwrap();
         assert_eq!(data["user_id"], winner.as_str(), "round {round}");

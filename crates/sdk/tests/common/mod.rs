@@ -7,7 +7,7 @@ use std::sync::{Arc, Barrier};
 
 use serde::{Deserialize, Serialize};
 use steledb::{AppendResult, NewEvent, RecordedEvent, Store, StreamAppend};
-use steledb_sdk::{Context, Decider, EventCodec, EventStore, StoreError};
+use steledb_sdk::{Context, Decider, EventCodec, EventStore, EventSubscription, StoreError, SubscribeTo};
 
 pub struct Bank;
 
@@ -184,6 +184,12 @@ impl EventStore for CountingStore<'_> {
     fn append_multi(&self, parts: Vec<StreamAppend>) -> Result<Vec<AppendResult>, StoreError> {
         EventStore::append_multi(self.inner, parts)
     }
+    fn subscribe(&self, to: SubscribeTo<'_>) -> Result<Box<dyn EventSubscription>, StoreError> {
+        EventStore::subscribe(self.inner, to)
+    }
+    fn last_position(&self) -> Result<Option<u64>, StoreError> {
+        EventStore::last_position(self.inner)
+    }
 }
 
 /// Holds its first `read_forward` at a barrier shared with other
@@ -214,6 +220,12 @@ impl<S: EventStore> EventStore for RendezvousStore<S> {
     }
     fn append_multi(&self, parts: Vec<StreamAppend>) -> Result<Vec<AppendResult>, StoreError> {
         self.inner.append_multi(parts)
+    }
+    fn subscribe(&self, to: SubscribeTo<'_>) -> Result<Box<dyn EventSubscription>, StoreError> {
+        self.inner.subscribe(to)
+    }
+    fn last_position(&self) -> Result<Option<u64>, StoreError> {
+        self.inner.last_position()
     }
 }
 

@@ -434,7 +434,9 @@ async fn subscribe(state: SharedState, sender: Sender, subscription: steledb::Su
             stream_revision: last_event.map(|(revision, _)| revision as i64),
             position: last_event.map(|(_, p)| read_resp::Position { commit_position: p, prepare_position: p }),
         })),
-        Ok(SubscriptionMessage::Checkpoint { position }) => {
+        // Clients resume from a checkpoint as from an event's position
+        // (after it), so it names the last record examined.
+        Ok(SubscriptionMessage::Checkpoint { last_scanned_position: position, .. }) => {
             content(read_resp::Content::Checkpoint(read_resp::Checkpoint {
                 commit_position: position,
                 prepare_position: position,

@@ -99,7 +99,7 @@ fn sse(state: SharedState, subscription: Subscription, id: Id) -> Response {
             Ok(SubscriptionMessage::CaughtUp { position }) => {
                 Event::default().event("caught_up").data(json!({ "position": position }).to_string())
             }
-            Ok(SubscriptionMessage::Checkpoint { position }) => {
+            Ok(SubscriptionMessage::Checkpoint { position, .. }) => {
                 Event::default().event("checkpoint").data(json!({ "position": position }).to_string())
             }
             Err(error) => {

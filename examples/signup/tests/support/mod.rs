@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use stele_example_signup::{App, Config};
 use steledb::ManualClock;
-use steledb_sdk::{Backoff, BreakerConfig};
+use steledb_sdk::{Backoff, BreakerConfig, EventStore};
 
 /// 2023-11-14T22:13:20Z: any fixed start works; time moves only when a test says so.
 pub const START_US: u64 = 1_700_000_000_000_000;
@@ -311,6 +311,8 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     pub data_dir: PathBuf,
     smtp_address: SocketAddr,
+    /// The server the events are kept in; `None`: embedded.
+    server: Option<String>,
 }
 
 impl TestApp {
@@ -318,8 +320,19 @@ impl TestApp {
         Self::start_with_clock(data_dir, smtp.address(), Arc::new(ManualClock::new(START_US)))
     }
 
+    /// The application with its events in a running `stele serve`.
+    pub fn start_on_server(data_dir: &Path, smtp: &SmtpServer, connection_string: &str) -> Self {
+        let clock = Arc::new(ManualClock::new(START_US));
+        Self::launch(data_dir, smtp.address(), clock, Some(connection_string.to_owned()))
+    }
+
     pub fn start_with_clock(data_dir: &Path, smtp_address: SocketAddr, clock: Arc<ManualClock>) -> Self {
+        Self::launch(data_dir, smtp_address, clock, None)
+    }
+
+    fn launch(data_dir: &Path, smtp_address: SocketAddr, clock: Arc<ManualClock>, server: Option<String>) -> Self {
         let mut config = Config::new(data_dir, "127.0.0.1:0".parse().unwrap(), smtp_address.to_string());
+        config.server = server.clone();
         config.clock = clock.clone();
         config.reminder_delay_us = REMINDER_DELAY_US;
         config.timer_tick_ms = 5;
@@ -330,7 +343,7 @@ impl TestApp {
         config.mail_backoff = Backoff { backoff_ms_initial: 5, backoff_ms_max: 40 };
         config.mail_breaker = BreakerConfig { failures_threshold: 3, cool_down_ms: 60 };
         let app = App::start(config).expect("start the app");
-        Self { app: Some(app), clock, data_dir: data_dir.to_owned(), smtp_address }
+        Self { app: Some(app), clock, data_dir: data_dir.to_owned(), smtp_address, server }
     }
 
     pub fn app(&self) -> &App {
@@ -341,10 +354,10 @@ impl TestApp {
         self.app().http_address()
     }
 
-    /// Stops the app and starts a new one on the same directory and clock.
+    /// Stops the app and starts a new one on the same directory, clock and store.
     pub fn restart(&mut self) {
         self.stop();
-        *self = Self::start_with_clock(&self.data_dir.clone(), self.smtp_address, self.clock.clone());
+        *self = Self::launch(&self.data_dir.clone(), self.smtp_address, self.clock.clone(), self.server.clone());
     }
 
     pub fn stop(&mut self) {
@@ -384,16 +397,14 @@ impl TestApp {
         })
     }
 
+    /// The events of `stream` (none when it does not exist).
+    pub fn read(&self, stream: &str) -> Vec<steledb::RecordedEvent> {
+        self.app().store().read_forward(stream, 0, 1_000).unwrap_or_else(|e| panic!("reading {stream}: {e}"))
+    }
+
     /// The timer events in the log, as (type, timer id).
     pub fn timer_events(&self) -> Vec<(String, String)> {
-        let store = self.app().store();
-        let events = match store.read_stream("timers", steledb::StreamStart::Start, steledb::Direction::Forward, 1_000)
-        {
-            Ok(events) => events,
-            Err(steledb::ReadError::StreamNotFound { .. }) => Vec::new(),
-            Err(e) => panic!("reading timers: {e}"),
-        };
-        events
+        self.read("timers")
             .iter()
             .map(|e| {
                 let data: Value = serde_json::from_slice(e.data()).unwrap();
