@@ -171,10 +171,8 @@ mod tests {
         // A `spawn_blocking` closure of an application's runtime, where the
         // client's own `block_on` would panic.
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().expect("a runtime");
-        let error = runtime
-            .block_on(tokio::task::spawn_blocking(|| BlockingClient::connect("kurrentdb://127.0.0.1:1?tls=false")))
-            .expect("no panic")
-            .expect_err("nothing listens there");
+        let call = runtime.spawn_blocking(|| BlockingClient::connect("kurrentdb://127.0.0.1:1?tls=false"));
+        let error = runtime.block_on(call).expect("no panic").expect_err("nothing listens there");
         assert!(matches!(&error, ClientError::Connect { uri, .. } if uri == "http://127.0.0.1:1"), "{error:?}");
     }
 
