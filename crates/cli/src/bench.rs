@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use steledb::{AllStart, Direction, ExpectedRevision, NewEvent, Store, StoreConfig, StreamAppend, StreamStart, Uuid};
+use steledb_client::{SubscriptionReply, SubscriptionStart};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Workload {
@@ -27,6 +28,17 @@ pub enum Workload {
     Fsync,
 }
 
+/// How the remote append workload appends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AppendApi {
+    /// `Streams.Append`: one client-streaming call per append (as the
+    /// official Rust client's `append_to_stream` does).
+    Append,
+    /// `Streams.BatchAppend`: one long-lived call per client and one message
+    /// per append, answered on the same call (as the .NET client does).
+    BatchAppend,
+}
+
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = Workload::Append)]
@@ -39,6 +51,9 @@ pub struct BenchArgs {
     /// Appends each writer keeps in flight (1: wait for each before the next).
     #[arg(long, default_value_t = 1)]
     pipeline: usize,
+    /// With `--target`: the gRPC call each append is.
+    #[arg(long, value_enum, default_value_t = AppendApi::Append)]
+    api: AppendApi,
     /// Bytes of data per event.
     #[arg(long, default_value_t = 200)]
     event_bytes: usize,
@@ -450,9 +465,25 @@ async fn remote_append(args: &BenchArgs, target: &str) -> Result<Report, String>
         .map(|(n, mut client)| {
             let (count, size) = (args.events_per_append, args.event_bytes);
             let stream = format!("bench-{}-{n}-{}", std::process::id(), Uuid::new_v4().simple());
+            let api = args.api;
             tokio::spawn(async move {
                 let mut ids = IdSource::new(n as u64);
                 let mut latencies = Vec::with_capacity(per_client as usize);
+                if api == AppendApi::BatchAppend {
+                    let (requests, outgoing) = tokio::sync::mpsc::channel(1);
+                    let call = client.batch_append(tokio_stream::wrappers::ReceiverStream::new(outgoing));
+                    let mut replies = call.await.map_err(|e| format!("batch append: {e}"))?.into_inner();
+                    for _ in 0..per_client {
+                        let events = (0..count).map(|_| event(ids.next(), size)).collect();
+                        let request = crate::remote::batch_append_request(ids.next(), &stream, events);
+                        let begun = Instant::now();
+                        requests.send(request).await.map_err(|_| "the batch append call ended".to_owned())?;
+                        let reply = replies.message().await.map_err(|e| format!("batch append: {e}"))?;
+                        crate::remote::batch_append_outcome(reply.ok_or("the batch append call ended")?)?;
+                        latencies.push(begun.elapsed().as_nanos() as u64);
+                    }
+                    return Ok::<_, String>(latencies);
+                }
                 for _ in 0..per_client {
                     let events = remote_events(&mut ids, count, size);
                     let begun = Instant::now();
@@ -469,7 +500,10 @@ async fn remote_append(args: &BenchArgs, target: &str) -> Result<Report, String>
     }
     let elapsed = started.elapsed();
     Ok(Report {
-        workload: "grpc-append",
+        workload: match args.api {
+            AppendApi::Append => "grpc-append",
+            AppendApi::BatchAppend => "grpc-batch-append",
+        },
         events: latencies_ns.len() as u64 * args.events_per_append as u64,
         elapsed,
         latencies_ns,
@@ -488,14 +522,17 @@ async fn remote_read_stream(args: &BenchArgs, target: &str) -> Result<Report, St
         crate::remote::append_any(&mut client, &stream, remote_events(&mut ids, n as usize, args.event_bytes)).await?;
         left -= n;
     }
+    // Reads go through steledb-client, which decodes each reply straight
+    // into a `RecordedEvent`: what an application using it gets.
+    let reader = steledb_client::Client::connect(target).await.map_err(|e| e.to_string())?;
     let mut latencies_ns = Vec::with_capacity(args.reads as usize);
     let started = Instant::now();
     for _ in 0..args.reads {
         let begun = Instant::now();
-        let read = crate::remote::read_stream_count(&mut client, &stream, args.stream_events).await?;
+        let read = reader.read_forward(&stream, 0, args.stream_events).await.map_err(|e| e.to_string())?;
         latencies_ns.push(begun.elapsed().as_nanos() as u64);
-        if read != args.stream_events {
-            return Err(format!("read {read} events, expected {}", args.stream_events));
+        if read.len() as u64 != args.stream_events {
+            return Err(format!("read {} events, expected {}", read.len(), args.stream_events));
         }
     }
     Ok(Report {
@@ -522,8 +559,17 @@ async fn remote_catch_up(args: &BenchArgs, target: &str) -> Result<Report, Strin
         left -= n;
         stream += 1;
     }
+    let reader = steledb_client::Client::connect(target).await.map_err(|e| e.to_string())?;
     let started = Instant::now();
-    let events = crate::remote::catch_up_all(&mut client).await?;
+    let mut subscription = reader.subscribe_all(SubscriptionStart::Start, None, 1).await.map_err(|e| e.to_string())?;
+    let mut events = 0u64;
+    loop {
+        match subscription.next().await.map_err(|e| e.to_string())? {
+            SubscriptionReply::Event(_) => events += 1,
+            SubscriptionReply::CaughtUp => break,
+            SubscriptionReply::Checkpoint { .. } | SubscriptionReply::FellBehind => {}
+        }
+    }
     let elapsed = started.elapsed();
     Ok(Report {
         workload: "grpc-catch-up-all",

@@ -11,10 +11,10 @@ use std::fmt;
 use steledb::{CurrentRevision, Direction, ExpectedRevision, NewEvent, RecordedEvent};
 use steledb_client::convert::{decode_event, proposed_message, read_request, stream_identifier as identifier};
 use steledb_client::proto::event_store::client::streams::{
-    append_req, append_resp, read_req, read_resp, streams_client::StreamsClient, tombstone_req, tombstone_resp,
-    AppendReq, ReadResp, TombstoneReq,
+    append_req, append_resp, batch_append_req, batch_append_resp, read_req, read_resp, streams_client::StreamsClient,
+    tombstone_req, tombstone_resp, AppendReq, BatchAppendReq, BatchAppendResp, ReadResp, TombstoneReq,
 };
-use steledb_client::proto::event_store::client::Empty;
+use steledb_client::proto::event_store::client::{uuid as wire_uuid, Empty, Uuid as WireUuid};
 use steledb_client::{ClientError, REPLY_BYTES_MAX};
 use tonic::transport::Channel;
 use tonic::Status;
@@ -156,6 +156,41 @@ pub fn proposed(id: ::uuid::Uuid, event_type: &str, data: Vec<u8>) -> AppendReq 
         data,
         metadata: Vec::new(),
     })
+}
+
+/// One whole append (its only message, `is_final`) on a `BatchAppend`
+/// call, with expected revision `any`: how the .NET client sends each
+/// append over one long-lived call.
+pub fn batch_append_request(correlation: ::uuid::Uuid, stream: &str, events: Vec<NewEvent>) -> BatchAppendReq {
+    let wire = |id: ::uuid::Uuid| Some(WireUuid { value: Some(wire_uuid::Value::String(id.to_string())) });
+    let proposed_messages = events
+        .into_iter()
+        .map(|event| batch_append_req::ProposedMessage {
+            id: wire(event.id),
+            metadata: [("type".to_owned(), event.event_type), ("content-type".to_owned(), event.content_type)].into(),
+            custom_metadata: event.metadata,
+            data: event.data,
+        })
+        .collect();
+    BatchAppendReq {
+        correlation_id: wire(correlation),
+        options: Some(batch_append_req::Options {
+            stream_identifier: identifier(stream),
+            expected_stream_position: Some(batch_append_req::options::ExpectedStreamPosition::Any(())),
+            deadline_option: None,
+        }),
+        proposed_messages,
+        is_final: true,
+    }
+}
+
+/// A `BatchAppend` reply as success or the server's message.
+pub fn batch_append_outcome(reply: BatchAppendResp) -> Result<(), String> {
+    match reply.result {
+        Some(batch_append_resp::Result::Success(_)) => Ok(()),
+        Some(batch_append_resp::Result::Error(status)) => Err(format!("batch append refused: {}", status.message)),
+        None => Err("the server sent an empty batch append reply".to_owned()),
+    }
 }
 
 /// What a successful append reports.
@@ -423,43 +458,4 @@ pub async fn subscribe(
     let name = source_name(source);
     let replies = client.read(request).await.map_err(|status| from_status(&status, &name))?.into_inner();
     Ok(Reader { replies, source: name })
-}
-
-/// Reads up to `count` events of a stream from the start; returns how many
-/// came (for the benchmark: counted, not decoded).
-pub async fn read_stream_count(client: &mut StreamsClient<Channel>, stream: &str, count: u64) -> Result<u64, String> {
-    use read_req::options::CountOption;
-    let source = Source::Stream(stream.to_owned());
-    let request = read_request(stream_option(&source, ReadFrom::Start), Direction::Forward, CountOption::Count(count));
-    let mut replies = client.read(request).await.map_err(|status| from_status(&status, stream))?.into_inner();
-    let mut events = 0;
-    while let Some(reply) = replies.message().await.map_err(|status| from_status(&status, stream))? {
-        match reply.content {
-            Some(read_resp::Content::Event(_)) => events += 1,
-            Some(read_resp::Content::StreamNotFound(_)) => return Err(format!("stream '{stream}' not found")),
-            _ => {}
-        }
-    }
-    Ok(events)
-}
-
-/// Subscribes to `$all` from the start and counts events until caught up
-/// (for the benchmark: counted, not decoded).
-pub async fn catch_up_all(client: &mut StreamsClient<Channel>) -> Result<u64, String> {
-    use read_req::options::{CountOption, SubscriptionOptions};
-    let request = read_request(
-        stream_option(&Source::All, ReadFrom::Start),
-        Direction::Forward,
-        CountOption::Subscription(SubscriptionOptions {}),
-    );
-    let mut replies = client.read(request).await.map_err(|status| from_status(&status, "$all"))?.into_inner();
-    let mut events = 0;
-    while let Some(reply) = replies.message().await.map_err(|status| from_status(&status, "$all"))? {
-        match reply.content {
-            Some(read_resp::Content::Event(_)) => events += 1,
-            Some(read_resp::Content::CaughtUp(_)) => return Ok(events),
-            _ => {}
-        }
-    }
-    Err("the subscription ended before catching up".to_owned())
 }

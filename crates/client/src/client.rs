@@ -9,11 +9,12 @@ use tonic::transport::Channel;
 
 use crate::connection::{connect_channel, REPLY_BYTES_MAX};
 use crate::convert::{
-    all_subscription_request, decode_event, last_event_request, multi_append_request, multi_append_results,
-    stream_read_request, stream_subscription_request, SubscriptionStart,
+    all_subscription_request, last_event_request, multi_append_request, multi_append_results, stream_read_request,
+    stream_subscription_request, SubscriptionStart,
 };
-use crate::proto::event_store::client::streams::{read_resp, streams_client::StreamsClient, ReadReq};
+use crate::proto::event_store::client::streams::{streams_client::StreamsClient, ReadReq};
 use crate::proto::stele::streams::v1::multi_stream_append_client::MultiStreamAppendClient;
+use crate::read_codec::{ReadCodec, ReadItem};
 use crate::subscription::Subscription;
 use crate::ClientError;
 
@@ -26,6 +27,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// (HTTP/2 multiplexes their calls).
 #[derive(Debug, Clone)]
 pub struct Client {
+    channel: Channel,
     streams: StreamsClient<Channel>,
     multi: MultiStreamAppendClient<Channel>,
     request_timeout: Duration,
@@ -39,6 +41,7 @@ impl Client {
 
     pub fn from_channel(channel: Channel) -> Self {
         Self {
+            channel: channel.clone(),
             streams: StreamsClient::new(channel.clone()).max_decoding_message_size(REPLY_BYTES_MAX),
             multi: MultiStreamAppendClient::new(channel).max_decoding_message_size(REPLY_BYTES_MAX),
             request_timeout: REQUEST_TIMEOUT,
@@ -122,30 +125,27 @@ impl Client {
 
     /// The `$all` position of the last event, `None` when there is none.
     pub async fn last_position(&self) -> Result<Option<u64>, ClientError> {
-        let mut client = self.streams.clone();
-        let status = |status: tonic::Status| ClientError::from_status(&status, "$all");
-        self.bounded(async move {
-            let mut replies = client.read(last_event_request()).await.map_err(status)?.into_inner();
-            let mut last = None;
-            while let Some(reply) = replies.message().await.map_err(status)? {
-                if let Some(read_resp::Content::Event(event)) = reply.content {
-                    last = Some(decode_event(event)?.position);
-                }
-            }
-            Ok(last)
-        })
-        .await?
+        let events = self.read_events(last_event_request(), "$all").await?;
+        Ok(events.last().map(|event| event.position))
+    }
+
+    /// Starts a `Streams.Read` call whose replies are decoded in place
+    /// ([`ReadCodec`]) rather than as generated messages.
+    pub async fn read_items(&self, request: ReadReq) -> Result<tonic::Streaming<ReadItem>, tonic::Status> {
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone()).max_decoding_message_size(REPLY_BYTES_MAX);
+        grpc.ready().await.map_err(|e| tonic::Status::unavailable(format!("the connection is not ready: {e}")))?;
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static("/event_store.client.streams.Streams/Read");
+        Ok(grpc.server_streaming(tonic::Request::new(request), path, ReadCodec).await?.into_inner())
     }
 
     /// Only starting the call is bounded by the request timeout: a
     /// subscription then stays open for as long as its caller reads it.
     async fn subscribe(&self, request: ReadReq, stream: &str) -> Result<Subscription, ClientError> {
-        let mut client = self.streams.clone();
         let replies = self
-            .bounded(async move { client.read(request).await })
+            .bounded(self.read_items(request))
             .await?
             .map_err(|status| ClientError::from_status(&status, stream))?;
-        Ok(Subscription::new(replies.into_inner(), stream))
+        Ok(Subscription::new(replies, stream))
     }
 
     async fn read(
@@ -155,20 +155,21 @@ impl Client {
         direction: Direction,
         count: u64,
     ) -> Result<Vec<RecordedEvent>, ClientError> {
-        let request = stream_read_request(stream, from_revision, direction, count);
-        let mut client = self.streams.clone();
+        self.read_events(stream_read_request(stream, from_revision, direction, count), stream).await
+    }
+
+    /// The events of a read of `stream` (`$all` for the log). The whole
+    /// read, not each message, is bounded by the timeout.
+    async fn read_events(&self, request: ReadReq, stream: &str) -> Result<Vec<RecordedEvent>, ClientError> {
         let status = |status: tonic::Status| ClientError::from_status(&status, stream);
-        // The whole read, not each message, is bounded by the timeout.
         self.bounded(async move {
-            let mut replies = client.read(request).await.map_err(status)?.into_inner();
-            // A count of more than a page is the caller's choice; do not reserve it up front.
-            let mut events = Vec::with_capacity(count.min(512) as usize);
+            let mut replies = self.read_items(request).await.map_err(status)?;
+            let mut events = Vec::new();
             while let Some(reply) = replies.message().await.map_err(status)? {
-                match reply.content {
-                    Some(read_resp::Content::Event(event)) => events.push(decode_event(event)?),
-                    Some(read_resp::Content::StreamNotFound(_)) => {
-                        return Err(ClientError::StreamNotFound { stream: stream.to_owned() })
-                    }
+                match reply {
+                    ReadItem::Event(event) => events.push(event),
+                    ReadItem::StreamNotFound => return Err(ClientError::StreamNotFound { stream: stream.to_owned() }),
+                    ReadItem::Invalid { message } => return Err(ClientError::Protocol { message }),
                     // Confirmations, checkpoints and stream positions carry nothing for a read.
                     _ => {}
                 }

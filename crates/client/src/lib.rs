@@ -11,7 +11,8 @@
 //! - [`Subscription`]: catch-up subscriptions to `$all` (filtered or not)
 //!   and to one stream, resumable after the last event or checkpoint seen.
 //! - [`connection`]: `kurrentdb://host:port?tls=false` connection strings.
-//! - [`convert`]: wire messages <-> the store's value types.
+//! - [`convert`]: wire messages <-> the store's value types;
+//!   [`read_codec`]: read replies decoded in place into `RecordedEvent`.
 //!
 //! Values are the embedded store's own (`NewEvent`, `RecordedEvent`,
 //! `AppendResult`, `ExpectedRevision`), so code written against the
@@ -34,6 +35,7 @@ mod client;
 pub mod connection;
 pub mod convert;
 mod error;
+pub mod read_codec;
 mod subscription;
 
 pub use blocking::{BlockingClient, BlockingSubscription};

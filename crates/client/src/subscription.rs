@@ -4,8 +4,7 @@
 use steledb::RecordedEvent;
 use tonic::Streaming;
 
-use crate::convert::decode_event;
-use crate::proto::event_store::client::streams::{read_resp, ReadResp};
+use crate::read_codec::ReadItem;
 use crate::ClientError;
 
 /// One message of a subscription.
@@ -27,13 +26,13 @@ pub enum SubscriptionReply {
 /// A running subscription. Dropping it ends the call.
 #[derive(Debug)]
 pub struct Subscription {
-    replies: Streaming<ReadResp>,
+    replies: Streaming<ReadItem>,
     /// The stream subscribed to (empty for `$all`), for errors.
     stream: String,
 }
 
 impl Subscription {
-    pub(crate) fn new(replies: Streaming<ReadResp>, stream: &str) -> Self {
+    pub(crate) fn new(replies: Streaming<ReadItem>, stream: &str) -> Self {
         Self { replies, stream: stream.to_owned() }
     }
 
@@ -45,18 +44,17 @@ impl Subscription {
             let reply =
                 self.replies.message().await.map_err(|status| ClientError::from_status(&status, &self.stream))?;
             let Some(reply) = reply else { return Err(ClientError::SubscriptionEnded) };
-            match reply.content {
-                Some(read_resp::Content::Event(event)) => return Ok(SubscriptionReply::Event(decode_event(event)?)),
-                Some(read_resp::Content::Checkpoint(checkpoint)) => {
-                    return Ok(SubscriptionReply::Checkpoint { position: checkpoint.commit_position })
+            match reply {
+                ReadItem::Event(event) => return Ok(SubscriptionReply::Event(event)),
+                ReadItem::Checkpoint { commit_position } => {
+                    return Ok(SubscriptionReply::Checkpoint { position: commit_position })
                 }
-                Some(read_resp::Content::CaughtUp(_)) => return Ok(SubscriptionReply::CaughtUp),
-                Some(read_resp::Content::FellBehind(_)) => return Ok(SubscriptionReply::FellBehind),
-                Some(read_resp::Content::StreamNotFound(_)) => {
-                    return Err(ClientError::StreamNotFound { stream: self.stream.clone() })
-                }
+                ReadItem::CaughtUp => return Ok(SubscriptionReply::CaughtUp),
+                ReadItem::FellBehind => return Ok(SubscriptionReply::FellBehind),
+                ReadItem::StreamNotFound => return Err(ClientError::StreamNotFound { stream: self.stream.clone() }),
+                ReadItem::Invalid { message } => return Err(ClientError::Protocol { message }),
                 // The confirmation, and positions only reads carry.
-                _ => {}
+                ReadItem::Other => {}
             }
         }
     }
