@@ -1,7 +1,8 @@
 //! The sign-up example (`examples/signup`) with its events in a real
 //! `stele serve` process instead of an embedded store: the HTTP API, the
 //! read-model projection and the mailer each reach the server over gRPC,
-//! and talk to each other only through its log.
+//! and talk to each other only through its log. They ride out a restart
+//! of the app and one of the server.
 
 #[path = "../../../examples/signup/tests/support/mod.rs"]
 mod signup;
@@ -51,5 +52,17 @@ fn the_sign_up_flow_runs_on_a_server_and_resumes_after_a_restart() {
     assert_eq!(counts["ann@example.org"], 1, "resent after the restart: {counts:?}");
     let recipients: HashSet<&String> = counts.keys().collect();
     assert_eq!(recipients.len(), 2, "{counts:?}");
+
+    // Now the server restarts under the running app: its components
+    // subscribe again and carry on, and sign-ups work once it is back.
+    let server = support::restart_in_place(server);
+    let cleo = app.sign_up_ok("Cleo", "cleo@example.org");
+    assert_eq!(app.wait_for_user(&cleo)["email"], "cleo@example.org");
+    wait_for("Cleo's activation email", || {
+        smtp.count_by_recipient("activation").contains_key("cleo@example.org").then_some(())
+    });
+    let counts = smtp.count_by_recipient("activation");
+    assert_eq!((counts["ann@example.org"], counts["bob@example.org"]), (1, 1), "{counts:?}");
     assert!(!dir.path().join("store").exists(), "no embedded store was opened");
+    drop(server);
 }

@@ -457,3 +457,40 @@ fn remote_a_stopped_server_is_a_transport_error_not_a_conflict() {
     let error = bank.handle("account-x", &open("zed"), &ctx(0, 1)).unwrap_err();
     assert!(!matches!(error, RepositoryError::Conflict { .. }), "{error:?}");
 }
+
+#[test]
+fn remote_a_following_consumer_rides_out_a_server_restart() {
+    let server = support::start();
+    let store = connect_to(&server);
+    store.append("order-1", ExpectedRevision::NoStream, vec![event(1, "Placed")]).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let checkpoints = MemoryCheckpoints::new();
+    let stop = steledb_sdk::StopHandle::new();
+    let follower = {
+        let (store, seen, checkpoints, stop) = (store.clone(), seen.clone(), checkpoints.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let recorder = Recorder { seen, fail_next: false };
+            ProcessManagerRunner::new(&*store, recorder, checkpoints).with_poll_interval_ms(10).run(&stop)
+        })
+    };
+    let wait_for_seen = |count: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while seen.lock().unwrap().len() < count {
+            assert!(std::time::Instant::now() < deadline, "saw only {:?}", seen.lock().unwrap());
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    };
+    wait_for_seen(1);
+
+    // The server stops (its subscriptions end) and comes back on its
+    // address; the follower subscribes again after what it saw.
+    let server = support::restart_in_place(server);
+    store.append("order-2", ExpectedRevision::NoStream, vec![event(2, "Placed")]).unwrap();
+    store.append("order-3", ExpectedRevision::NoStream, vec![event(3, "Placed")]).unwrap();
+    wait_for_seen(3);
+    stop.stop();
+    let report = follower.join().unwrap().expect("the run ends cleanly when stopped");
+    assert!(report.stopped);
+    assert_eq!(*seen.lock().unwrap(), ["order-1", "order-2", "order-3"], "each once, in order");
+    drop(server);
+}

@@ -3,21 +3,23 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::Thread;
 use std::time::Duration;
 
 use steledb::{AppendResult, EventFilter, ExpectedRevision, NewEvent, RecordedEvent, StreamAppend};
-use tokio::runtime::{Handle, Runtime};
+use tokio::runtime::Runtime;
 
 use crate::{Client, ClientError, Subscription, SubscriptionReply, SubscriptionStart};
 
 /// [`Client`] with blocking calls. Share it between threads (`Arc`): calls
 /// from several threads run concurrently over one connection.
 ///
-/// Calls block their thread. Inside an async runtime use [`Client`]; a call
-/// made there anyway (from a `spawn_blocking` closure, say) runs on a
-/// helper thread, because blocking on a runtime from inside another one
-/// panics.
-#[derive(Debug)]
+/// Calls block their thread, from any thread: a plain one, a
+/// `spawn_blocking` closure, even an async task of another runtime (which
+/// then stalls that runtime's worker: use [`Client`] there). Clones share
+/// the connection and the runtime.
+#[derive(Debug, Clone)]
 pub struct BlockingClient {
     /// One worker thread drives the connection in the background, so any
     /// number of caller threads can block on their own calls at once; a
@@ -34,15 +36,37 @@ pub struct BlockingClient {
 struct OwnedRuntime(Option<Runtime>);
 
 impl OwnedRuntime {
-    fn block_on<T: Send>(&self, call: impl Future<Output = Result<T, ClientError>> + Send) -> Result<T, ClientError> {
+    /// Runs `call` to completion on the calling thread, parking it while
+    /// the call waits. The runtime's worker drives the connection and wakes
+    /// the thread. Unlike `Runtime::block_on`, which panics on a thread
+    /// that is running another runtime's tasks, this works on any thread.
+    fn block_on<T>(&self, call: impl Future<Output = T>) -> T {
         let runtime = self.0.as_ref().expect("the runtime is only taken on drop");
-        if Handle::try_current().is_err() {
-            return runtime.block_on(call);
+        // Timers and sockets the call creates register with this runtime.
+        let _entered = runtime.enter();
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut context = Context::from_waker(&waker);
+        let mut call = std::pin::pin!(call);
+        loop {
+            if let Poll::Ready(value) = call.as_mut().poll(&mut context) {
+                return value;
+            }
+            // A wake before the park makes the park return at once;
+            // a spurious return only polls again.
+            std::thread::park();
         }
-        // Inside some runtime's context (a `spawn_blocking` closure, say),
-        // where `block_on` may panic: block on a helper thread instead.
-        std::thread::scope(|scope| scope.spawn(|| runtime.block_on(call)).join())
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+}
+
+/// Wakes a parked caller thread.
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
     }
 }
 
@@ -136,7 +160,7 @@ impl BlockingClient {
         self.block_on(self.client.last_position())
     }
 
-    fn block_on<T: Send>(&self, call: impl Future<Output = Result<T, ClientError>> + Send) -> Result<T, ClientError> {
+    fn block_on<T>(&self, call: impl Future<Output = Result<T, ClientError>>) -> Result<T, ClientError> {
         self.runtime.block_on(call)
     }
 }
@@ -167,13 +191,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn inside_an_async_runtime_calls_still_work() {
-        // A `spawn_blocking` closure of an application's runtime, where the
-        // client's own `block_on` would panic.
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().expect("a runtime");
+    fn calls_work_from_inside_another_runtime() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        let refused =
+            |error: ClientError| matches!(&error, ClientError::Connect { uri, .. } if uri == "http://127.0.0.1:1");
+        // An async task of another runtime, where `Runtime::block_on` panics.
+        let error = runtime
+            .block_on(async { BlockingClient::connect("kurrentdb://127.0.0.1:1?tls=false") })
+            .expect_err("nothing listens there");
+        assert!(refused(error.clone()), "{error:?}");
+        // A `spawn_blocking` closure.
         let call = runtime.spawn_blocking(|| BlockingClient::connect("kurrentdb://127.0.0.1:1?tls=false"));
         let error = runtime.block_on(call).expect("no panic").expect_err("nothing listens there");
-        assert!(matches!(&error, ClientError::Connect { uri, .. } if uri == "http://127.0.0.1:1"), "{error:?}");
+        assert!(refused(error.clone()), "{error:?}");
     }
 
     #[test]

@@ -15,6 +15,13 @@ pub const DEFAULT_CONNECTION_STRING: &str = "kurrentdb://127.0.0.1:2113?tls=fals
 /// a command instead of hanging it.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often an idle connection is pinged, and how long a ping may go
+/// unanswered before the connection counts as dead: a subscription on a
+/// half-open connection (a server host that vanished) fails within
+/// `KEEP_ALIVE_INTERVAL + KEEP_ALIVE_TIMEOUT` instead of waiting for ever.
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The largest reply message accepted. A read reply carries one event, and
 /// the server refuses events larger than its append limit (16 MiB by
 /// default), so 64 MiB leaves room for any configured limit.
@@ -71,6 +78,9 @@ pub async fn connect_channel(connection_string: &str) -> Result<Channel, ClientE
     })?;
     endpoint
         .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
         .connect()
         .await
         .map_err(|e| ClientError::Connect { uri, message: error_chain(&e) })

@@ -138,7 +138,13 @@ pub fn last_event_request() -> ReadReq {
 pub fn filter_options(filter: &EventFilter, checkpoint_every_records: u32) -> read_req::options::FilterOptions {
     use read_req::options::filter_options::{Expression, Filter, Window};
     let prefixes = |prefix: &[String]| Expression { regex: String::new(), prefix: prefix.to_vec() };
-    let regex = |pattern: &steledb::Pattern| Expression { regex: pattern.as_str().to_owned(), prefix: Vec::new() };
+    // An empty pattern matches everything here, but an empty `regex` on the
+    // wire means "no regex" (a prefix filter with no prefixes matches
+    // nothing): send one that matches everything instead.
+    let regex = |pattern: &steledb::Pattern| {
+        let source = if pattern.as_str().is_empty() { "^" } else { pattern.as_str() };
+        Expression { regex: source.to_owned(), prefix: Vec::new() }
+    };
     let filter = match filter {
         EventFilter::StreamPrefix(prefix) => Filter::StreamIdentifier(prefixes(prefix)),
         EventFilter::EventTypePrefix(prefix) => Filter::EventType(prefixes(prefix)),
@@ -276,6 +282,21 @@ pub fn multi_append_results(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_go_on_the_wire_as_the_server_reads_them() {
+        use read_req::options::filter_options::{Expression, Filter, Window};
+        let prefixes = filter_options(&EventFilter::StreamPrefix(vec!["order-".to_owned()]), 0);
+        let expected = Expression { regex: String::new(), prefix: vec!["order-".to_owned()] };
+        assert_eq!(prefixes.filter, Some(Filter::StreamIdentifier(expected)));
+        assert_eq!((prefixes.window, prefixes.checkpoint_interval_multiplier), (Some(Window::Max(1)), 1));
+        let regex = filter_options(&EventFilter::event_type_regex("^Order").unwrap(), 500);
+        let expected = Expression { regex: "^Order".to_owned(), prefix: Vec::new() };
+        assert_eq!(regex.filter, Some(Filter::EventType(expected)));
+        // An empty pattern matches everything; an empty wire regex would mean "no regex".
+        let everything = filter_options(&EventFilter::stream_regex("").unwrap(), 500);
+        assert!(matches!(everything.filter, Some(Filter::StreamIdentifier(e)) if e.regex == "^"));
+    }
 
     #[test]
     fn expected_revisions_survive_the_extension_wire() {

@@ -47,3 +47,5 @@ pub use error::ClientError;
 /// this crate does not wrap (tombstones, `$all` reads).
 pub use stele_proto as proto;
 pub use subscription::{Subscription, SubscriptionReply};
+/// The gRPC status code in [`ClientError::Status`].
+pub use tonic::Code;

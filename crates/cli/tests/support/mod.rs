@@ -63,6 +63,21 @@ pub fn restart(mut server: Server) -> Server {
     launch(root, server.config.take())
 }
 
+/// Stops the server (SIGTERM) and starts it again on the same data
+/// directory, config and address, as an operator's restart would: clients
+/// that reconnect find it where it was.
+pub fn restart_in_place(mut server: Server) -> Server {
+    if server.is_running() {
+        let status = server.stop_with_sigterm();
+        assert!(status.success(), "the server did not stop cleanly: {status:?}");
+    }
+    let root = server.root.take().expect("the data directory is kept until drop");
+    match try_launch(root, server.config.take(), Some(server.address)) {
+        Ok(server) => server,
+        Err((_, why)) => panic!("stele serve did not start again on {}: {why}", server.address),
+    }
+}
+
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local address").port()
@@ -75,7 +90,7 @@ fn launch(mut root: tempfile::TempDir, config: Option<String>) -> Server {
     let mut failure = String::new();
     // The free port can be taken by someone else before the server binds it: try again then.
     for _ in 0..5 {
-        match try_launch(root, config.clone()) {
+        match try_launch(root, config.clone(), None) {
             Ok(server) => return server,
             Err((back, why)) if why.contains("cannot listen") => {
                 root = back;
@@ -87,8 +102,12 @@ fn launch(mut root: tempfile::TempDir, config: Option<String>) -> Server {
     panic!("stele serve could not bind a free port: {failure}")
 }
 
-fn try_launch(root: tempfile::TempDir, config: Option<String>) -> Result<Server, (tempfile::TempDir, String)> {
-    let address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("an address");
+fn try_launch(
+    root: tempfile::TempDir,
+    config: Option<String>,
+    address: Option<SocketAddr>,
+) -> Result<Server, (tempfile::TempDir, String)> {
+    let address = address.unwrap_or_else(|| format!("127.0.0.1:{}", free_port()).parse().expect("an address"));
     let mut command = Command::new(env!("CARGO_BIN_EXE_stele"));
     command
         .arg("serve")
