@@ -17,6 +17,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 
 use crate::proto::event_store::client::streams::ReadReq;
+use crate::proto::read_fields::*;
 
 /// One reply of `Streams.Read`, as much of it as a client acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,29 +83,6 @@ impl Decoder for ReadCodec {
         Ok(Some(decode_read_item(&whole)))
     }
 }
-
-// Field numbers (streams.proto, shared.proto).
-const READ_RESP_EVENT: u32 = 1;
-const READ_RESP_CHECKPOINT: u32 = 3;
-const READ_RESP_STREAM_NOT_FOUND: u32 = 4;
-const READ_RESP_CAUGHT_UP: u32 = 8;
-const READ_RESP_FELL_BEHIND: u32 = 9;
-const READ_EVENT_EVENT: u32 = 1;
-const CHECKPOINT_COMMIT_POSITION: u32 = 1;
-const RECORDED_ID: u32 = 1;
-const RECORDED_STREAM_IDENTIFIER: u32 = 2;
-const RECORDED_STREAM_REVISION: u32 = 3;
-const RECORDED_COMMIT_POSITION: u32 = 5;
-const RECORDED_METADATA: u32 = 6;
-const RECORDED_CUSTOM_METADATA: u32 = 7;
-const RECORDED_DATA: u32 = 8;
-const UUID_STRUCTURED: u32 = 1;
-const UUID_STRING: u32 = 2;
-const STRUCTURED_MOST_SIGNIFICANT: u32 = 1;
-const STRUCTURED_LEAST_SIGNIFICANT: u32 = 2;
-const STREAM_IDENTIFIER_NAME: u32 = 3;
-const MAP_KEY: u32 = 1;
-const MAP_VALUE: u32 = 2;
 
 /// One protobuf field: its number and its value.
 enum Value<'a> {

@@ -39,3 +39,33 @@ pub mod stele {
         }
     }
 }
+
+/// Field numbers of `Streams.Read` replies, for the codecs that write
+/// (`stele-server`) and read (`steledb-client`) them without the generated
+/// messages. They match `proto/kurrentdb/streams.proto` and `shared.proto`;
+/// each codec's tests compare its bytes with the generated messages'.
+pub mod read_fields {
+    pub const READ_RESP_EVENT: u32 = 1;
+    pub const READ_RESP_CHECKPOINT: u32 = 3;
+    pub const READ_RESP_STREAM_NOT_FOUND: u32 = 4;
+    pub const READ_RESP_CAUGHT_UP: u32 = 8;
+    pub const READ_RESP_FELL_BEHIND: u32 = 9;
+    pub const READ_EVENT_EVENT: u32 = 1;
+    pub const READ_EVENT_COMMIT_POSITION: u32 = 3;
+    pub const CHECKPOINT_COMMIT_POSITION: u32 = 1;
+    pub const RECORDED_ID: u32 = 1;
+    pub const RECORDED_STREAM_IDENTIFIER: u32 = 2;
+    pub const RECORDED_STREAM_REVISION: u32 = 3;
+    pub const RECORDED_PREPARE_POSITION: u32 = 4;
+    pub const RECORDED_COMMIT_POSITION: u32 = 5;
+    pub const RECORDED_METADATA: u32 = 6;
+    pub const RECORDED_CUSTOM_METADATA: u32 = 7;
+    pub const RECORDED_DATA: u32 = 8;
+    pub const UUID_STRUCTURED: u32 = 1;
+    pub const UUID_STRING: u32 = 2;
+    pub const STRUCTURED_MOST_SIGNIFICANT: u32 = 1;
+    pub const STRUCTURED_LEAST_SIGNIFICANT: u32 = 2;
+    pub const STREAM_IDENTIFIER_NAME: u32 = 3;
+    pub const MAP_KEY: u32 = 1;
+    pub const MAP_VALUE: u32 = 2;
+}

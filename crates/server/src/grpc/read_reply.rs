@@ -17,6 +17,7 @@ use tonic::Status;
 
 use super::convert::{created_ticks, recorded_event};
 use crate::proto::event_store::client::streams::{ReadReq, ReadResp};
+use crate::proto::read_fields::*;
 
 /// One reply of `Streams.Read`.
 #[derive(Debug)]
@@ -114,26 +115,6 @@ impl Decoder for ReadCodec {
         ReadReq::decode(buffer).map(Some).map_err(|e| Status::internal(e.to_string()))
     }
 }
-
-// Field numbers of the messages written here (streams.proto, shared.proto).
-const READ_RESP_EVENT: u32 = 1;
-const READ_EVENT_EVENT: u32 = 1;
-const READ_EVENT_COMMIT_POSITION: u32 = 3;
-const RECORDED_ID: u32 = 1;
-const RECORDED_STREAM_IDENTIFIER: u32 = 2;
-const RECORDED_STREAM_REVISION: u32 = 3;
-const RECORDED_PREPARE_POSITION: u32 = 4;
-const RECORDED_COMMIT_POSITION: u32 = 5;
-const RECORDED_METADATA: u32 = 6;
-const RECORDED_CUSTOM_METADATA: u32 = 7;
-const RECORDED_DATA: u32 = 8;
-const UUID_STRUCTURED: u32 = 1;
-const UUID_STRING: u32 = 2;
-const STRUCTURED_MOST_SIGNIFICANT: u32 = 1;
-const STRUCTURED_LEAST_SIGNIFICANT: u32 = 2;
-const STREAM_IDENTIFIER_NAME: u32 = 3;
-const MAP_KEY: u32 = 1;
-const MAP_VALUE: u32 = 2;
 
 /// `ReadResp { event: ReadEvent { event: RecordedEvent, commit_position } }`.
 fn encode_event_reply(event: &RecordedEvent, uuid_as_string: bool, out: &mut Vec<u8>) {
