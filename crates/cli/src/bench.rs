@@ -462,7 +462,7 @@ async fn remote_append(args: &BenchArgs, target: &str) -> Result<Report, String>
     let tasks: Vec<_> = clients
         .into_iter()
         .enumerate()
-        .map(|(n, mut client)| {
+        .map(|(n, client)| {
             let (count, size) = (args.events_per_append, args.event_bytes);
             let stream = format!("bench-{}-{n}-{}", std::process::id(), Uuid::new_v4().simple());
             let api = args.api;
@@ -471,7 +471,8 @@ async fn remote_append(args: &BenchArgs, target: &str) -> Result<Report, String>
                 let mut latencies = Vec::with_capacity(per_client as usize);
                 if api == AppendApi::BatchAppend {
                     let (requests, outgoing) = tokio::sync::mpsc::channel(1);
-                    let call = client.batch_append(tokio_stream::wrappers::ReceiverStream::new(outgoing));
+                    let mut streams = client.streams();
+                    let call = streams.batch_append(tokio_stream::wrappers::ReceiverStream::new(outgoing));
                     let mut replies = call.await.map_err(|e| format!("batch append: {e}"))?.into_inner();
                     for _ in 0..per_client {
                         let events = (0..count).map(|_| event(ids.next(), size)).collect();
@@ -487,7 +488,7 @@ async fn remote_append(args: &BenchArgs, target: &str) -> Result<Report, String>
                 for _ in 0..per_client {
                     let events = remote_events(&mut ids, count, size);
                     let begun = Instant::now();
-                    crate::remote::append_any(&mut client, &stream, events).await?;
+                    crate::remote::append_any(&client, &stream, events).await?;
                     latencies.push(begun.elapsed().as_nanos() as u64);
                 }
                 Ok::<_, String>(latencies)
@@ -513,23 +514,22 @@ async fn remote_append(args: &BenchArgs, target: &str) -> Result<Report, String>
 }
 
 async fn remote_read_stream(args: &BenchArgs, target: &str) -> Result<Report, String> {
-    let mut client = crate::remote::connect(target).await?;
+    let client = crate::remote::connect(target).await?;
     let stream = format!("bench-read-{}", Uuid::new_v4().simple());
     let mut ids = IdSource::new(7);
     let mut left = args.stream_events;
     while left > 0 {
         let n = left.min(500);
-        crate::remote::append_any(&mut client, &stream, remote_events(&mut ids, n as usize, args.event_bytes)).await?;
+        crate::remote::append_any(&client, &stream, remote_events(&mut ids, n as usize, args.event_bytes)).await?;
         left -= n;
     }
     // Reads go through steledb-client, which decodes each reply straight
     // into a `RecordedEvent`: what an application using it gets.
-    let reader = steledb_client::Client::connect(target).await.map_err(|e| e.to_string())?;
     let mut latencies_ns = Vec::with_capacity(args.reads as usize);
     let started = Instant::now();
     for _ in 0..args.reads {
         let begun = Instant::now();
-        let read = reader.read_forward(&stream, 0, args.stream_events).await.map_err(|e| e.to_string())?;
+        let read = client.read_forward(&stream, 0, args.stream_events).await.map_err(|e| e.to_string())?;
         latencies_ns.push(begun.elapsed().as_nanos() as u64);
         if read.len() as u64 != args.stream_events {
             return Err(format!("read {} events, expected {}", read.len(), args.stream_events));
@@ -548,20 +548,19 @@ async fn remote_read_stream(args: &BenchArgs, target: &str) -> Result<Report, St
 /// Appends `--events` events, then times one client's catch-up
 /// subscription to `$all` from the start (it reads the whole log).
 async fn remote_catch_up(args: &BenchArgs, target: &str) -> Result<Report, String> {
-    let mut client = crate::remote::connect(target).await?;
+    let client = crate::remote::connect(target).await?;
     let mut ids = IdSource::new(11);
     let mut left = args.events;
     let mut stream = 0u64;
     while left > 0 {
         let n = left.min(1000);
         let name = format!("fill-{}-{stream}", std::process::id());
-        crate::remote::append_any(&mut client, &name, remote_events(&mut ids, n as usize, args.event_bytes)).await?;
+        crate::remote::append_any(&client, &name, remote_events(&mut ids, n as usize, args.event_bytes)).await?;
         left -= n;
         stream += 1;
     }
-    let reader = steledb_client::Client::connect(target).await.map_err(|e| e.to_string())?;
     let started = Instant::now();
-    let mut subscription = reader.subscribe_all(SubscriptionStart::Start, None, 1).await.map_err(|e| e.to_string())?;
+    let mut subscription = client.subscribe_all(SubscriptionStart::Start, None, 1).await.map_err(|e| e.to_string())?;
     let mut events = 0u64;
     loop {
         match subscription.next().await.map_err(|e| e.to_string())? {

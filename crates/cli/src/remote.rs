@@ -1,7 +1,8 @@
 //! The CLI's commands against a running server, speaking the same
 //! KurrentDB protocol as the official clients. Connection strings, status
-//! decoding and the wire <-> store conversions are `steledb-client`'s; the
-//! calls the toolkit has no use for (streamed reads, subscriptions,
+//! decoding, the wire <-> store conversions and the in-place decoding of
+//! read replies are `steledb-client`'s; the calls the toolkit has no use
+//! for (streamed reads of any length, subscriptions shown as they come,
 //! KurrentDB appends, tombstones) are here. The commands see the store's
 //! `RecordedEvent`, `NewEvent` and `Direction`, and [`Expected`] and
 //! [`RemoteError`].
@@ -9,22 +10,24 @@
 use std::fmt;
 
 use steledb::{CurrentRevision, Direction, ExpectedRevision, NewEvent, RecordedEvent};
-use steledb_client::convert::{decode_event, proposed_message, read_request, stream_identifier as identifier};
+use steledb_client::convert::{proposed_message, read_request, stream_identifier as identifier};
 use steledb_client::proto::event_store::client::streams::{
-    append_req, append_resp, batch_append_req, batch_append_resp, read_req, read_resp, streams_client::StreamsClient,
-    tombstone_req, tombstone_resp, AppendReq, BatchAppendReq, BatchAppendResp, ReadResp, TombstoneReq,
+    append_req, append_resp, batch_append_req, batch_append_resp, read_req, tombstone_req, tombstone_resp, AppendReq,
+    BatchAppendReq, BatchAppendResp, TombstoneReq,
 };
 use steledb_client::proto::event_store::client::{uuid as wire_uuid, Empty, Uuid as WireUuid};
-use steledb_client::{ClientError, REPLY_BYTES_MAX};
-use tonic::transport::Channel;
+use steledb_client::read_codec::ReadItem;
+use steledb_client::{Client, ClientError};
 use tonic::Status;
 
 /// The connection string the commands use when given none.
 pub const DEFAULT_TARGET: &str = steledb_client::DEFAULT_CONNECTION_STRING;
 
-pub async fn connect(target: &str) -> Result<StreamsClient<Channel>, String> {
-    let channel = steledb_client::connection::connect_channel(target).await.map_err(|e| e.to_string())?;
-    Ok(StreamsClient::new(channel).max_decoding_message_size(REPLY_BYTES_MAX))
+/// Connects to the server. Reads go through `steledb-client`, which decodes
+/// replies in place; appends and tombstones through the generated
+/// `Streams` client on the same connection (`Client::streams`).
+pub async fn connect(target: &str) -> Result<Client, String> {
+    Client::connect(target).await.map_err(|e| e.to_string())
 }
 
 // ------------------------------------------------------------------ errors
@@ -203,7 +206,7 @@ pub struct Appended {
 }
 
 async fn append_requests(
-    client: &mut StreamsClient<Channel>,
+    client: &Client,
     stream: &str,
     expected: Expected,
     events: Vec<AppendReq>,
@@ -222,8 +225,12 @@ async fn append_requests(
         })),
     };
     let requests = std::iter::once(options).chain(events);
-    let reply =
-        client.append(tokio_stream::iter(requests)).await.map_err(|status| from_status(&status, stream))?.into_inner();
+    let reply = client
+        .streams()
+        .append(tokio_stream::iter(requests))
+        .await
+        .map_err(|status| from_status(&status, stream))?
+        .into_inner();
     match reply.result {
         Some(append_resp::Result::Success(success)) => {
             use append_resp::success::{CurrentRevisionOption, PositionOption};
@@ -259,7 +266,7 @@ async fn append_requests(
 
 /// Appends `events` to `stream` in one call (all or nothing).
 pub async fn append(
-    client: &mut StreamsClient<Channel>,
+    client: &Client,
     stream: &str,
     expected: Expected,
     events: Vec<NewEvent>,
@@ -268,21 +275,13 @@ pub async fn append(
 }
 
 /// Appends with expected revision `any`; returns the stream's new revision.
-pub async fn append_any(
-    client: &mut StreamsClient<Channel>,
-    stream: &str,
-    events: Vec<AppendReq>,
-) -> Result<u64, String> {
+pub async fn append_any(client: &Client, stream: &str, events: Vec<AppendReq>) -> Result<u64, String> {
     let appended = append_requests(client, stream, Expected::Any, events).await?;
     appended.next_expected_revision.ok_or_else(|| "append succeeded without a revision".to_owned())
 }
 
 /// Deletes `stream` for good; returns the tombstone's `$all` position.
-pub async fn tombstone(
-    client: &mut StreamsClient<Channel>,
-    stream: &str,
-    expected: Expected,
-) -> Result<Option<u64>, RemoteError> {
+pub async fn tombstone(client: &Client, stream: &str, expected: Expected) -> Result<Option<u64>, RemoteError> {
     use tombstone_req::options::ExpectedStreamRevision as E;
     let expected_wire = match expected {
         Expected::Any => E::Any(Empty {}),
@@ -296,7 +295,7 @@ pub async fn tombstone(
             expected_stream_revision: Some(expected_wire),
         }),
     };
-    let reply = client.tombstone(request).await.map_err(|status| from_status(&status, stream))?.into_inner();
+    let reply = client.streams().tombstone(request).await.map_err(|status| from_status(&status, stream))?.into_inner();
     Ok(match reply.position_option {
         Some(tombstone_resp::PositionOption::Position(position)) => Some(position.commit_position),
         _ => None,
@@ -358,7 +357,7 @@ pub enum Message {
 
 /// The replies of one Read call, decoded as they arrive.
 pub struct Reader {
-    replies: tonic::Streaming<ReadResp>,
+    replies: tonic::Streaming<ReadItem>,
     source: String,
 }
 
@@ -368,15 +367,14 @@ impl Reader {
         loop {
             let reply = self.replies.message().await.map_err(|status| from_status(&status, &self.source))?;
             let Some(reply) = reply else { return Ok(None) };
-            match reply.content {
-                Some(read_resp::Content::Event(event)) => return Ok(Some(Message::Event(decode_event(event)?))),
-                Some(read_resp::Content::StreamNotFound(_)) => {
-                    return Err(RemoteError::StreamNotFound { stream: self.source.clone() })
-                }
-                Some(read_resp::Content::CaughtUp(_)) => return Ok(Some(Message::CaughtUp)),
-                Some(read_resp::Content::FellBehind(_)) => return Ok(Some(Message::FellBehind)),
+            match reply {
+                ReadItem::Event(event) => return Ok(Some(Message::Event(event))),
+                ReadItem::StreamNotFound => return Err(RemoteError::StreamNotFound { stream: self.source.clone() }),
+                ReadItem::CaughtUp => return Ok(Some(Message::CaughtUp)),
+                ReadItem::FellBehind => return Ok(Some(Message::FellBehind)),
+                ReadItem::Invalid { message } => return Err(ClientError::Protocol { message }.into()),
                 // Confirmations, checkpoints and stream positions carry nothing we show.
-                _ => continue,
+                ReadItem::Checkpoint { .. } | ReadItem::Other => continue,
             }
         }
     }
@@ -428,7 +426,7 @@ fn source_name(source: &Source) -> String {
 /// Reads up to `count` events. `from` is inclusive, except backwards in
 /// `$all`, where a position reads the events before it (as in KurrentDB).
 pub async fn read(
-    client: &mut StreamsClient<Channel>,
+    client: &Client,
     source: &Source,
     from: ReadFrom,
     direction: Direction,
@@ -437,18 +435,14 @@ pub async fn read(
     use read_req::options::CountOption;
     let request = read_request(stream_option(source, from), direction, CountOption::Count(count));
     let name = source_name(source);
-    let replies = client.read(request).await.map_err(|status| from_status(&status, &name))?.into_inner();
+    let replies = client.read_items(request).await.map_err(|status| from_status(&status, &name))?;
     Ok(Reader { replies, source: name })
 }
 
 /// A catch-up subscription: the events after `from` (exclusive, as the
 /// protocol has it: a revision, or the position of an event in `$all`), then
 /// live ones, until the server ends it.
-pub async fn subscribe(
-    client: &mut StreamsClient<Channel>,
-    source: &Source,
-    from: ReadFrom,
-) -> Result<Reader, RemoteError> {
+pub async fn subscribe(client: &Client, source: &Source, from: ReadFrom) -> Result<Reader, RemoteError> {
     use read_req::options::{CountOption, SubscriptionOptions};
     let request = read_request(
         stream_option(source, from),
@@ -456,6 +450,6 @@ pub async fn subscribe(
         CountOption::Subscription(SubscriptionOptions {}),
     );
     let name = source_name(source);
-    let replies = client.read(request).await.map_err(|status| from_status(&status, &name))?.into_inner();
+    let replies = client.read_items(request).await.map_err(|status| from_status(&status, &name))?;
     Ok(Reader { replies, source: name })
 }

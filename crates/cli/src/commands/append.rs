@@ -45,8 +45,8 @@ pub fn run(args: AppendArgs) -> Result<ExitCode, String> {
         _ => events_from_stdin()?,
     };
     runtime()?.block_on(async move {
-        let mut client = remote::connect(&args.target.target).await?;
-        let appended = remote::append(&mut client, &args.stream, args.expected, events).await?;
+        let client = remote::connect(&args.target.target).await?;
+        let appended = remote::append(&client, &args.stream, args.expected, events).await?;
         // Written by hand to keep the keys in this order.
         let number = |n: Option<u64>| n.map_or_else(|| "null".to_owned(), |n| n.to_string());
         println!(

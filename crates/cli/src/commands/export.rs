@@ -105,7 +105,7 @@ enum Resume {
 }
 
 async fn export(args: &ExportArgs, from: Resume, out: &mut impl Write, name: &str) -> Result<(), Failure> {
-    let mut client = remote::connect(&args.target.target).await?;
+    let client = remote::connect(&args.target.target).await?;
     let (mut start, mut skip_through) = match from {
         Resume::Start => (ReadFrom::Start, None),
         Resume::At(position) => (ReadFrom::At(position), None),
@@ -119,7 +119,7 @@ async fn export(args: &ExportArgs, from: Resume, out: &mut impl Write, name: &st
         // A page after the first starts at the last event written, which is read again and skipped.
         let count = args.page_size + u64::from(skip_through.is_some());
         let mut reader =
-            remote::read(&mut client, &Source::All, start, Direction::Forward, count).await.map_err(|e| {
+            remote::read(&client, &Source::All, start, Direction::Forward, count).await.map_err(|e| {
                 match (from, written) {
                     (Resume::After(position), 0) => format!("cannot resume {name} after position {position}: {e}"),
                     _ => e.to_string(),

@@ -19,8 +19,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use steledb_client::proto::event_store::client::streams::streams_client::StreamsClient;
-use tonic::transport::Channel;
 
 use super::progress::Progress;
 use super::{event_json, runtime, TargetArgs};
@@ -122,7 +120,7 @@ impl Group {
 }
 
 struct Import<'a> {
-    client: StreamsClient<Channel>,
+    client: steledb_client::Client,
     path: &'a Path,
     shown: &'a str,
     length: u64,
@@ -206,7 +204,7 @@ impl Import<'_> {
         let ids: Vec<_> = events.iter().map(|e| e.id).collect();
         let shown = self.shown;
         let at = |why: String| format!("line {first_line} of {shown}: {why}");
-        match remote::append(&mut self.client, &stream, expected, events).await {
+        match remote::append(&self.client, &stream, expected, events).await {
             Ok(_) => {
                 self.stats.appends += 1;
                 self.stats.events += count;
@@ -237,7 +235,7 @@ impl Import<'_> {
     }
 
     async fn tombstone(&mut self, stream: &str, number: u64) -> Result<(), String> {
-        match remote::tombstone(&mut self.client, stream, Expected::Any).await {
+        match remote::tombstone(&self.client, stream, Expected::Any).await {
             Ok(_) => self.stats.tombstones += 1,
             Err(RemoteError::StreamDeleted { .. }) => self.stats.already_present += 1,
             Err(error) => return Err(format!("line {number} of {}: tombstoning: {error}", self.shown)),
@@ -250,7 +248,7 @@ impl Import<'_> {
     async fn same_ids(&mut self, stream: &str, first_revision: u64, ids: &[uuid::Uuid]) -> Result<bool, String> {
         let source = Source::Stream(stream.to_owned());
         let from = ReadFrom::At(first_revision);
-        let mut reader = remote::read(&mut self.client, &source, from, Direction::Forward, ids.len() as u64).await?;
+        let mut reader = remote::read(&self.client, &source, from, Direction::Forward, ids.len() as u64).await?;
         let mut stored = Vec::new();
         while let Some(event) = reader.next_event().await? {
             stored.push((event.revision, event.id));

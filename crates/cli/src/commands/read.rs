@@ -34,9 +34,9 @@ pub fn run(args: ReadArgs) -> Result<ExitCode, String> {
         if args.backwards { (Direction::Backward, ReadFrom::End) } else { (Direction::Forward, ReadFrom::Start) };
     let source = Source::parse(&args.stream);
     runtime()?.block_on(async move {
-        let mut client = remote::connect(&args.target.target).await?;
+        let client = remote::connect(&args.target.target).await?;
         let mut reader =
-            remote::read(&mut client, &source, args.from.unwrap_or(default_from), direction, args.limit).await?;
+            remote::read(&client, &source, args.from.unwrap_or(default_from), direction, args.limit).await?;
         let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
         let mut line = Vec::new();
         while let Some(event) = reader.next_event().await? {

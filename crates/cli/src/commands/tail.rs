@@ -27,8 +27,8 @@ pub struct TailArgs {
 pub fn run(args: TailArgs) -> Result<ExitCode, String> {
     let source = Source::parse(&args.stream);
     runtime()?.block_on(async move {
-        let mut client = remote::connect(&args.target.target).await?;
-        let mut reader = remote::subscribe(&mut client, &source, args.from).await?;
+        let client = remote::connect(&args.target.target).await?;
+        let mut reader = remote::subscribe(&client, &source, args.from).await?;
         let mut stdout = std::io::stdout().lock();
         let mut line = Vec::new();
         while let Some(message) = reader.next().await? {
