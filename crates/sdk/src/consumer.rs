@@ -232,7 +232,7 @@ where
     let mut events_handled = 0;
     let mut unsaved = false;
     let mut unsaved_events = 0;
-    let mut save = |checkpoint: &mut Checkpoint, unsaved: &mut bool| -> Result<(), ConsumerError> {
+    let mut save = |checkpoint: &Checkpoint, unsaved: &mut bool| -> Result<(), ConsumerError> {
         if *unsaved {
             checkpoints.save(name, checkpoint)?;
             *unsaved = false;
@@ -241,7 +241,7 @@ where
     };
     loop {
         if mode.stop_requested() {
-            save(&mut checkpoint, &mut unsaved)?;
+            save(&checkpoint, &mut unsaved)?;
             return Ok(RunReport { events_handled, checkpoint, stopped: true });
         }
         match subscription.next_timeout(poll_interval)? {
@@ -253,15 +253,15 @@ where
                     unsaved_events += 1;
                     if unsaved_events >= checkpoint_every_events {
                         unsaved_events = 0;
-                        save(&mut checkpoint, &mut unsaved)?;
+                        save(&checkpoint, &mut unsaved)?;
                     }
                 }
                 Ok(Handled::Stopped) => {
-                    save(&mut checkpoint, &mut unsaved)?;
+                    save(&checkpoint, &mut unsaved)?;
                     return Ok(RunReport { events_handled, checkpoint, stopped: true });
                 }
                 Err(source) => {
-                    save(&mut checkpoint, &mut unsaved)?;
+                    save(&checkpoint, &mut unsaved)?;
                     let position = event.position;
                     return Err(ConsumerError::Handler {
                         consumer: name.to_owned(),
@@ -275,12 +275,12 @@ where
                 unsaved = true;
             }
             Some(Delivery::CaughtUp) => {
-                save(&mut checkpoint, &mut unsaved)?;
+                save(&checkpoint, &mut unsaved)?;
                 if let RunMode::UntilCaughtUp = mode {
                     return Ok(RunReport { events_handled, checkpoint, stopped: false });
                 }
             }
-            None => save(&mut checkpoint, &mut unsaved)?,
+            None => save(&checkpoint, &mut unsaved)?,
         }
     }
 }
