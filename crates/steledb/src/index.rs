@@ -398,10 +398,8 @@ fn encode_header(entry_count: u64, covers_start: u64, covers_end: u64, entries_c
     header
 }
 
-/// Writes entries (already sorted) to a new table: temporary file, sync,
-/// rename, sync of the directory, so a table either exists whole or not at all.
-/// Writes a table as `<name>.tmp`, syncs it, and returns it for
-/// `install_table`. On failure the temporary file is removed, so a retry of
+/// Writes entries (already sorted) as `<name>.tmp`, syncs it, and returns
+/// it for [`WrittenTable::install`]. On failure the temporary file is removed, so a retry of
 /// the same range (same name) can start afresh.
 fn write_table(
     storage: &dyn Storage,

@@ -157,10 +157,14 @@ impl Shared {
         let metadata_stream = metadata_stream_of(stream);
         let head = self.head(&metadata_stream)?;
         let Some(last) = head.last else { return Ok(None) };
-        let events = self.stream_events(&metadata_stream, last, last)?;
         // Metadata was validated when written; an unreadable one (written by
         // a newer version, say) counts as none rather than failing reads.
-        Ok(events.last().and_then(|e| StreamMetadata::from_json(e.data()).ok()))
+        // Parsed from the read window: no copy of the event is needed.
+        let mut metadata = None;
+        self.visit_stream(&metadata_stream, last, last, |view, _| {
+            metadata = StreamMetadata::from_json(view.data).ok();
+        })?;
+        Ok(metadata)
     }
 }
 

@@ -91,7 +91,7 @@ impl NewEvent {
 /// event is a reference-count increment. The cost is that an event keeps
 /// the chunk it was read into alive (at most [`READ_CHUNK_BYTES`], or the
 /// event's own size) for as long as it lives.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RecordedEvent {
     pub id: Uuid,
     pub revision: u64,
@@ -208,17 +208,6 @@ impl FieldLayout {
         Self { stream_end: ends[0], type_end: ends[1], content_type_end: ends[2], data_end: ends[3] }
     }
 }
-
-impl PartialEq for RecordedEvent {
-    fn eq(&self, other: &Self) -> bool {
-        (self.id, self.revision, self.position, self.recorded_at_us)
-            == (other.id, other.revision, other.position, other.recorded_at_us)
-            && self.layout == other.layout
-            && self.fields == other.fields
-    }
-}
-
-impl Eq for RecordedEvent {}
 
 impl std::fmt::Debug for RecordedEvent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -163,14 +163,20 @@ pub(crate) struct Writer {
     index_job: Option<std::thread::JoinHandle<()>>,
     /// Memtable size at which the next flush is tried.
     flush_at_entries: usize,
-    /// Where committed requests go to be answered (see `spawn_answerer`);
-    /// `None` if that thread could not start: then the writer answers.
-    answers: Option<std::sync::mpsc::Sender<Answered>>,
-    answerer: Option<std::thread::JoinHandle<()>>,
+    /// Where committed requests go to be answered, and the thread that
+    /// answers them (see `spawn_answerer`); `None` if that thread could
+    /// not start: then the writer answers.
+    answerer: Option<(std::sync::mpsc::Sender<Answered>, std::thread::JoinHandle<()>)>,
 }
 
 /// Committed requests and their results, answered in commit order.
 type Answered = Vec<(Request, Vec<AppendResult>)>;
+
+fn answer_all(batch: Answered) {
+    for (request, results) in batch {
+        request.answer(Ok(results));
+    }
+}
 
 /// Answers committed requests on a thread of its own. Waking a blocked
 /// caller is a system call; with 64 callers waiting, the wakeups took about
@@ -181,11 +187,7 @@ fn spawn_answerer() -> Option<(std::sync::mpsc::Sender<Answered>, std::thread::J
     let thread = std::thread::Builder::new()
         .name("stele-answer".into())
         .spawn(move || {
-            for batch in receiver {
-                for (request, results) in batch {
-                    request.answer(Ok(results));
-                }
-            }
+            receiver.into_iter().for_each(answer_all);
         })
         .ok()?;
     Some((sender, thread))
@@ -202,7 +204,6 @@ impl Writer {
             memtable_entries_max,
             index_job: None,
             flush_at_entries: memtable_entries_max,
-            answers: None,
             answerer: None,
         }
     }
@@ -213,10 +214,7 @@ impl Writer {
     }
 
     pub fn run(mut self, queue: Receiver<Request>) {
-        if let Some((answers, answerer)) = spawn_answerer() {
-            self.answers = Some(answers);
-            self.answerer = Some(answerer);
-        }
+        self.answerer = spawn_answerer();
         let batch_bytes_max = self.shared.limits.batch_size_bytes_max;
         while let Ok(first) = queue.recv() {
             let mut size_bytes = first.command.size_bytes();
@@ -230,7 +228,6 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let mut batch = batch;
             // Requests that must see this batch committed first run as the
             // next batch, ahead of anything newly queued.
             while !batch.is_empty() {
@@ -240,8 +237,8 @@ impl Writer {
         // The queue closed: every request was answered (or handed to the
         // answerer, which finishes them before it exits). Flushing the
         // index now makes the next open skip the replay.
-        drop(self.answers.take());
-        if let Some(answerer) = self.answerer.take() {
+        if let Some((answers, answerer)) = self.answerer.take() {
+            drop(answers);
             let _ = answerer.join();
         }
         if let Some(job) = self.index_job.take() {
@@ -342,13 +339,13 @@ impl Writer {
                     self.recent.insert(first_id, value);
                 }
                 self.shared.publish(end);
-                match &self.answers {
-                    Some(answers) => {
+                match &self.answerer {
+                    Some((answers, _)) => {
                         if let Err(unsent) = answers.send(waiting) {
-                            unsent.0.into_iter().for_each(|(request, results)| request.answer(Ok(results)));
+                            answer_all(unsent.0);
                         }
                     }
-                    None => waiting.into_iter().for_each(|(request, results)| request.answer(Ok(results))),
+                    None => answer_all(waiting),
                 }
                 if self.shared.index.memtable_len() >= self.flush_at_entries {
                     self.flush_index(end);
@@ -396,12 +393,12 @@ impl Writer {
                 let _ = shared.index.merge();
             }
         });
-        self.index_job = job.ok(); // without a thread, the next try writes it
-                                   // The memtable is not frozen while a retry is pending, so it only
-                                   // shrinks once the retry succeeds: wait another memtable's worth
-                                   // before the next try rather than trying after every batch.
-        self.flush_at_entries = self.memtable_entries_max
-            + if retrying || self.index_job.is_none() { self.shared.index.memtable_len() } else { 0 };
+        // Without a thread, the next try writes it.
+        self.index_job = job.ok();
+        // Try again once another memtable's worth has come in: after a
+        // freeze the memtable is empty, but while a retry is pending it is
+        // not frozen and only shrinks once the retry succeeds.
+        self.flush_at_entries = self.memtable_entries_max + self.shared.index.memtable_len();
     }
 
     fn write_error(&self, error: WriteError) -> AppendError {
