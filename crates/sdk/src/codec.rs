@@ -28,8 +28,6 @@ use serde_json::Value;
 use steledb::{NewEvent, RecordedEvent, CONTENT_TYPE_JSON};
 use uuid::Uuid;
 
-use crate::recorded;
-
 /// Turns the JSON data of one schema version into the next version's.
 /// The error is a reason for humans; it becomes [`CodecError::Upcast`].
 /// Shared (`Arc`) so a codec clones cheaply into each repository.
@@ -204,6 +202,14 @@ impl<E: Serialize + DeserializeOwned> EventCodec<E> {
         Ok(NewEvent::json(id, event_type, data).with_metadata(metadata.to_json()))
     }
 
+    /// The events one command appends to `stream`, with ids derived from
+    /// the command id ([`crate::ids::event_id`]), so a retry of the command
+    /// proposes the same ids and the store recognises it.
+    pub fn encode_command(&self, events: &[E], stream: &str, command_id: Uuid) -> Result<Vec<NewEvent>, CodecError> {
+        let id = |index: usize| crate::ids::event_id(command_id, stream, index as u32);
+        events.iter().enumerate().map(|(i, event)| self.encode(event, id(i), Some(command_id))).collect()
+    }
+
     /// Decodes a stored event: parses its metadata, upcasts, deserializes.
     pub fn decode(&self, event_type: &str, data: &[u8], metadata: &[u8]) -> Result<E, CodecError> {
         Ok(self.decode_with_metadata(event_type, data, metadata)?.0)
@@ -217,14 +223,14 @@ impl<E: Serialize + DeserializeOwned> EventCodec<E> {
     /// As [`decode_recorded`](Self::decode_recorded), also returning the
     /// parsed metadata (the repository needs the command id).
     pub fn decode_recorded_with_metadata(&self, event: &RecordedEvent) -> Result<(E, EventMetadata), CodecError> {
-        let (event_type, content_type) = (recorded::event_type(event), recorded::content_type(event));
+        let (event_type, content_type) = (event.event_type(), event.content_type());
         if content_type != CONTENT_TYPE_JSON {
             return Err(CodecError::NotJson {
                 event_type: event_type.to_owned(),
                 content_type: content_type.to_owned(),
             });
         }
-        self.decode_with_metadata(event_type, recorded::data(event), recorded::metadata(event))
+        self.decode_with_metadata(event_type, event.data(), event.metadata())
     }
 
     fn decode_with_metadata(

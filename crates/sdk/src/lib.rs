@@ -91,7 +91,6 @@ mod pg;
 mod process;
 #[cfg(feature = "sqlite")]
 mod projection;
-mod recorded;
 #[cfg(feature = "remote")]
 mod remote;
 mod repository;

@@ -10,7 +10,6 @@ use uuid::Uuid;
 
 use crate::codec::{CodecError, EventCodec};
 use crate::decider::{Context, Decider};
-use crate::ids::event_id;
 use crate::limits::{ATTEMPTS_MAX_DEFAULT, COMMANDS_REMEMBERED_MAX_DEFAULT, READ_PAGE_EVENTS};
 use crate::snapshot::{
     self, Snapshot, SnapshotConfig, SnapshotError, SnapshotOutcome, SnapshotPolicy, SnapshotUse, StateCodec,
@@ -285,14 +284,9 @@ where
                 let snapshot = SnapshotOutcome::NotDue;
                 return Ok(Handled { events, append: None, decided_at: loaded.revision, attempts: attempt, snapshot });
             }
-            let new_events = events
-                .iter()
-                .enumerate()
-                .map(|(i, event)| {
-                    let id = event_id(ctx.command_id, stream, i as u32);
-                    self.codec.encode(event, id, Some(ctx.command_id))
-                })
-                .collect::<Result<Vec<_>, _>>()
+            let new_events = self
+                .codec
+                .encode_command(&events, stream, ctx.command_id)
                 .map_err(|source| RepositoryError::Encode { stream: stream.to_owned(), source })?;
             match self.store.append(stream, loaded.expected(), new_events) {
                 // The same command, decided on the same revision, got there

@@ -33,7 +33,6 @@ use uuid::Uuid;
 
 use crate::ids::{name_of, uuid_v5, SNAPSHOT_ID_NAMESPACE};
 use crate::limits::SNAPSHOT_STREAM_PREFIX_DEFAULT;
-use crate::recorded;
 use crate::repository::{CommandRecord, RecentCommands};
 use crate::store::StoreError;
 
@@ -184,16 +183,16 @@ pub(crate) fn decode<S>(
     event: &RecordedEvent,
 ) -> Result<Snapshot<S>, SnapshotIgnored> {
     let undecodable = |reason: String| SnapshotIgnored::Undecodable { reason };
-    let (event_type, content_type) = (recorded::event_type(event), recorded::content_type(event));
+    let (event_type, content_type) = (event.event_type(), event.content_type());
     if event_type != SNAPSHOT_EVENT_TYPE || content_type != CONTENT_TYPE_JSON {
         return Err(undecodable(format!("an event of type '{event_type}' ({content_type}) is not a snapshot")));
     }
     let versions: Versions =
-        serde_json::from_slice(recorded::metadata(event)).map_err(|e| undecodable(format!("metadata: {e}")))?;
+        serde_json::from_slice(event.metadata()).map_err(|e| undecodable(format!("metadata: {e}")))?;
     if versions.format != SNAPSHOT_FORMAT || versions.schema != schema {
         return Err(SnapshotIgnored::UnknownVersion { format: versions.format, schema: versions.schema });
     }
-    let envelope: Envelope = serde_json::from_slice(recorded::data(event)).map_err(|e| undecodable(e.to_string()))?;
+    let envelope: Envelope = serde_json::from_slice(event.data()).map_err(|e| undecodable(e.to_string()))?;
     let state = (codec.decode)(envelope.state).map_err(|e| undecodable(format!("state: {e}")))?;
     let mut recent = RecentCommands::new(commands_remembered_max);
     for (id, first_revision, last_revision) in envelope.commands {

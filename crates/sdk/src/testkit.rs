@@ -175,19 +175,12 @@ pub fn replay<P: crate::Projection>(
     events: impl IntoIterator<Item = steledb::RecordedEvent>,
 ) -> Result<rusqlite::Connection, crate::ProjectionError> {
     use crate::ProjectionError;
-    let name = projection.name().to_owned();
-    let setup =
-        |step, source: P::Error| ProjectionError::Setup { projection: name.clone(), step, source: Box::new(source) };
     let mut connection = rusqlite::Connection::open_in_memory()?;
     let transaction = connection.transaction()?;
-    projection.init(&transaction).map_err(|e| setup("create", e))?;
+    projection.init(&transaction).map_err(|e| ProjectionError::setup(projection.name(), "create", e))?;
     let source = projection.source();
     for event in events.into_iter().filter(|e| source.matches(e)) {
-        projection.apply(&transaction, &event).map_err(|source| ProjectionError::Apply {
-            projection: name.clone(),
-            position: event.position,
-            source: Box::new(source),
-        })?;
+        projection.apply(&transaction, &event).map_err(|e| ProjectionError::apply(projection.name(), &event, e))?;
     }
     transaction.commit()?;
     Ok(connection)

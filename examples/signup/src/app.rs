@@ -41,7 +41,7 @@ pub const REMINDER_DELAY_US_DEFAULT: u64 = 24 * 60 * 60 * 1_000_000;
 /// How often the reminder component looks at the clock.
 pub const TIMER_TICK_MS_DEFAULT: u64 = 1_000;
 /// How long the consumers wait for new events before checking for a stop.
-pub const POLL_INTERVAL_MS_DEFAULT: u64 = 50;
+pub const POLL_INTERVAL_MS_DEFAULT: u64 = steledb_sdk::limits::POLL_INTERVAL_MS_DEFAULT;
 /// Bounds each SMTP connect, read and write.
 pub const SMTP_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// HTTP API worker threads: handlers only hand work to the blocking pool.

@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use steledb::{ExpectedRevision, StreamAppend};
-use steledb_sdk::ids::event_id;
 use steledb_sdk::{CodecError, Context, Decider, EventCodec, EventStore, Repository, RepositoryError, StoreError};
 use uuid::Uuid;
 
@@ -79,21 +78,12 @@ impl UserCommands {
         };
         let email = email.clone();
         let reservation_stream = email_stream(&email);
-        let account = events
-            .iter()
-            .enumerate()
-            .map(|(i, event)| {
-                self.users.codec().encode(event, event_id(ctx.command_id, &stream, i as u32), Some(ctx.command_id))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let reservation = self.emails.encode(
-            &EmailEvent::EmailReserved { email: email.clone(), user_id },
-            event_id(ctx.command_id, &reservation_stream, 0),
-            Some(ctx.command_id),
-        )?;
+        let account = self.users.codec().encode_command(&events, &stream, ctx.command_id)?;
+        let reserved = [EmailEvent::EmailReserved { email: email.clone(), user_id }];
+        let reservation = self.emails.encode_command(&reserved, &reservation_stream, ctx.command_id)?;
         let parts = vec![
             StreamAppend::new(&stream, ExpectedRevision::NoStream, account),
-            StreamAppend::new(&reservation_stream, ExpectedRevision::NoStream, vec![reservation]),
+            StreamAppend::new(&reservation_stream, ExpectedRevision::NoStream, reservation),
         ];
         match self.users.store().append_multi(parts) {
             Ok(results) => Ok(SignedUp { user_id, email, duplicate: results.iter().all(|r| r.duplicate) }),

@@ -252,8 +252,7 @@ fn serve(stream: TcpStream, messages: &Mutex<Vec<Received>>) -> std::io::Result<
             reply("250 8BITMIME")?;
         } else if upper.starts_with("HELO ") {
             reply("250 test.local")?;
-        } else if let Some(path) = upper.strip_prefix("MAIL FROM:") {
-            let _ = path;
+        } else if upper.starts_with("MAIL FROM:") {
             from = Some(angle_path(&line["MAIL FROM:".len()..]));
             reply("250 OK")?;
         } else if upper.starts_with("RCPT TO:") {
@@ -404,11 +403,11 @@ impl TestApp {
 
     /// The timer events in the log, as (type, timer id).
     pub fn timer_events(&self) -> Vec<(String, String)> {
-        self.read("timers")
+        self.read(steledb_sdk::limits::TIMER_STREAM_DEFAULT)
             .iter()
             .map(|e| {
-                let data: Value = serde_json::from_slice(e.data()).unwrap();
-                (e.event_type().to_owned(), data["timer_id"].as_str().unwrap_or("").to_owned())
+                let timer = steledb_sdk::TimerEvent::decode(e).expect("a timer event");
+                (e.event_type().to_owned(), timer.timer_id().to_owned())
             })
             .collect()
     }
