@@ -17,8 +17,10 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
+use crate::rng::Rng;
+
 /// Bytes at the start of every segment file (the header) left intact.
-const SEGMENT_HEADER_BYTES: u64 = 32;
+const SEGMENT_HEADER_BYTES: u64 = stele_log::format::SEGMENT_HEADER_SIZE;
 /// The unit of `zero-sector` and `duplicate-block`: a disk sector.
 const SECTOR_BYTES: u64 = 512;
 
@@ -101,18 +103,6 @@ pub fn run(args: &DamageArgs) -> Result<ExitCode, String> {
     let damage = damage(args).map_err(|e| e.to_string())?;
     println!("{damage}");
     Ok(ExitCode::SUCCESS)
-}
-
-/// xorshift64*, as in `debug-load`: reproducible, not good randomness.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
-    }
 }
 
 fn damage(args: &DamageArgs) -> Result<Damage, DamageError> {

@@ -22,6 +22,8 @@ use std::sync::Arc;
 use clap::Args;
 use steledb::{AppendError, ExpectedRevision, NewEvent, Store, StoreConfig, StreamAppend, Uuid};
 
+use crate::rng::Rng;
+
 #[derive(Args, Debug)]
 pub struct LoadArgs {
     #[arg(long)]
@@ -48,21 +50,6 @@ pub struct LoadArgs {
     /// index tables all the time, so a kill lands inside one.
     #[arg(long)]
     index_memtable_entries: Option<usize>,
-}
-
-/// xorshift64*: a tiny deterministic generator; the load needs variety, not quality.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 pub fn run(args: &LoadArgs) -> Result<ExitCode, String> {

@@ -6,6 +6,7 @@ mod commands;
 mod damage;
 mod load;
 mod remote;
+mod rng;
 mod serve;
 mod verify;
 

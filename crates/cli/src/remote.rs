@@ -10,7 +10,10 @@
 use std::fmt;
 
 use steledb::{CurrentRevision, Direction, ExpectedRevision, NewEvent, RecordedEvent};
-use steledb_client::convert::{proposed_message, read_request, stream_identifier as identifier};
+use steledb_client::convert::{
+    all_subscription_request, proposed_message, read_request, stream_identifier as identifier,
+    stream_subscription_request, SubscriptionStart,
+};
 use steledb_client::proto::event_store::client::streams::{
     append_req, append_resp, batch_append_req, batch_append_resp, read_req, tombstone_req, tombstone_resp, AppendReq,
     BatchAppendReq, BatchAppendResp, TombstoneReq,
@@ -443,12 +446,16 @@ pub async fn read(
 /// protocol has it: a revision, or the position of an event in `$all`), then
 /// live ones, until the server ends it.
 pub async fn subscribe(client: &Client, source: &Source, from: ReadFrom) -> Result<Reader, RemoteError> {
-    use read_req::options::{CountOption, SubscriptionOptions};
-    let request = read_request(
-        stream_option(source, from),
-        Direction::Forward,
-        CountOption::Subscription(SubscriptionOptions {}),
-    );
+    let start = match from {
+        ReadFrom::Start => SubscriptionStart::Start,
+        ReadFrom::End => SubscriptionStart::End,
+        ReadFrom::At(after) => SubscriptionStart::After(after),
+    };
+    let request = match source {
+        Source::Stream(stream) => stream_subscription_request(stream, start),
+        // Unfiltered: no checkpoints, so their interval does not matter.
+        Source::All => all_subscription_request(start, None, 1),
+    };
     let name = source_name(source);
     let replies = client.read_items(request).await.map_err(|status| from_status(&status, &name))?;
     Ok(Reader { replies, source: name })

@@ -134,7 +134,7 @@ impl Client {
     pub async fn read_items(&self, request: ReadReq) -> Result<tonic::Streaming<ReadItem>, tonic::Status> {
         let mut grpc = tonic::client::Grpc::new(self.channel.clone()).max_decoding_message_size(REPLY_BYTES_MAX);
         grpc.ready().await.map_err(|e| tonic::Status::unavailable(format!("the connection is not ready: {e}")))?;
-        let path = tonic::codegen::http::uri::PathAndQuery::from_static("/event_store.client.streams.Streams/Read");
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(crate::proto::STREAMS_READ_PATH);
         Ok(grpc.server_streaming(tonic::Request::new(request), path, ReadCodec).await?.into_inner())
     }
 

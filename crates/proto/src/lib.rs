@@ -40,6 +40,10 @@ pub mod stele {
     }
 }
 
+/// The HTTP/2 path of `Streams.Read`, which the server routes to its own
+/// encoder and the client calls with its own decoder.
+pub const STREAMS_READ_PATH: &str = "/event_store.client.streams.Streams/Read";
+
 /// Field numbers of `Streams.Read` replies, for the codecs that write
 /// (`stele-server`) and read (`steledb-client`) them without the generated
 /// messages. They match `proto/kurrentdb/streams.proto` and `shared.proto`;

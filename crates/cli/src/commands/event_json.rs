@@ -1,5 +1,5 @@
 //! Events as single lines of JSON, the shape of the server's HTTP API
-//! (`crates/server/src/http/events.rs`): `id`, `stream`, `revision`,
+//! (`crates/server/src/event_json.rs`): `id`, `stream`, `revision`,
 //! `position`, `type`, `content_type`, `data`, `metadata` (omitted when
 //! empty), `recorded_at_us`.
 //!

@@ -37,7 +37,7 @@ const MESSAGE_OVERHEAD_BYTES: usize = 1024 * 1024;
 
 /// `Streams.Read` is served by [`read_route`] rather than the generated
 /// service, to encode events straight from the store's buffers.
-const READ_PATH: &str = "/event_store.client.streams.Streams/Read";
+const READ_PATH: &str = crate::proto::STREAMS_READ_PATH;
 
 /// Every gRPC service, as routes of the shared axum router.
 pub fn router(state: SharedState) -> axum::Router {

@@ -121,8 +121,8 @@ fn encode_event_reply(event: &RecordedEvent, uuid_as_string: bool, out: &mut Vec
     let mut id_text = uuid::Uuid::encode_buffer();
     let id_text: &str = if uuid_as_string { event.id.hyphenated().encode_lower(&mut id_text) } else { "" };
     let (high, low) = event.id.as_u64_pair();
-    let created = itoa_u64(created_ticks(event.recorded_at_us));
-    let created = created.as_str();
+    let mut created = itoa::Buffer::new();
+    let created = created.format(created_ticks(event.recorded_at_us));
 
     let structured_len =
         varint_field_len(STRUCTURED_MOST_SIGNIFICANT, high) + varint_field_len(STRUCTURED_LEAST_SIGNIFICANT, low);
@@ -231,31 +231,6 @@ fn put_bytes(tag: u32, bytes: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(bytes);
 }
 
-/// A decimal u64 without allocating.
-struct Decimal {
-    digits: [u8; 20],
-    start: usize,
-}
-
-impl Decimal {
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.digits[self.start..]).expect("ASCII digits")
-    }
-}
-
-fn itoa_u64(mut value: u64) -> Decimal {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            return Decimal { digits, start };
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,13 +268,6 @@ mod tests {
                 assert_eq!(decoded, expected, "uuid_as_string {uuid_as_string}");
                 assert_eq!(direct.len(), expected.encoded_len());
             }
-        }
-    }
-
-    #[test]
-    fn decimal_digits() {
-        for value in [0, 7, 10, 99, 17_640_000_001_234_560, u64::MAX] {
-            assert_eq!(itoa_u64(value).as_str(), value.to_string());
         }
     }
 }
