@@ -23,8 +23,6 @@ pub enum SignUpError {
     Field(FieldError),
     #[error("the generated account stream already exists (a user id was reused)")]
     AccountExists,
-    #[error(transparent)]
-    Load(RepositoryError<UserRefusal>),
     #[error("encoding the sign-up events failed: {0}")]
     Encode(#[from] CodecError),
     #[error(transparent)]
@@ -62,13 +60,19 @@ impl UserCommands {
 
     /// Signs a user up. The user id is derived from the command id, so a
     /// retry of one command (same id) names the same account and its
-    /// append is recognised by the store as a repeat.
+    /// append is recognised by the store as a repeat (`duplicate`).
+    ///
+    /// The command is decided against a new account without reading the
+    /// stream: the `NoStream` expectation is the check that it is new, and
+    /// only it tells a retry (same event ids, answered as a duplicate) from
+    /// a reused id. Deciding against the loaded account would refuse the
+    /// retry as "already signed up" before the store could recognise it.
     pub fn sign_up(&self, name: &str, email: &str, ctx: &Context) -> Result<SignedUp, SignUpError> {
         let user_id = ctx.id("user");
         let stream = user_stream(user_id);
-        let loaded = self.users.load(&stream).map_err(SignUpError::Load)?;
+        let decider = self.users.decider();
         let command = UserCommand::SignUp { user_id, name: name.to_owned(), email: email.to_owned() };
-        let events = match self.users.decider().decide(&loaded.state, &command, ctx) {
+        let events = match decider.decide(&decider.initial_state(), &command, ctx) {
             Ok(events) => events,
             Err(UserRefusal::Field(error)) => return Err(SignUpError::Field(error)),
             Err(UserRefusal::AlreadySignedUp | UserRefusal::NotFound) => return Err(SignUpError::AccountExists),
@@ -102,5 +106,63 @@ impl UserCommands {
             Err(RepositoryError::Rejected(UserRefusal::NotFound)) => Err(ActivateError::NotFound { user_id }),
             Err(other) => Err(ActivateError::Repository(other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use steledb::Store;
+
+    use super::*;
+
+    const NOW_US: u64 = 1_700_000_000_000_000;
+
+    fn commands(dir: &std::path::Path) -> (UserCommands, Arc<dyn EventStore>) {
+        let store: Arc<dyn EventStore> = Arc::new(Store::open(dir).unwrap());
+        (UserCommands::new(Arc::clone(&store)), store)
+    }
+
+    #[test]
+    fn a_retried_sign_up_is_answered_as_a_duplicate_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (commands, store) = commands(dir.path());
+        let ctx = Context::new(NOW_US, Uuid::from_u128(7));
+
+        let first = commands.sign_up("Ann", "ann@example.org", &ctx).unwrap();
+        assert!(!first.duplicate);
+        let position = store.last_position().unwrap();
+        let retry = commands.sign_up("Ann", "ann@example.org", &ctx).unwrap();
+
+        assert_eq!(retry, SignedUp { duplicate: true, ..first.clone() });
+        assert_eq!(store.last_position().unwrap(), position, "the retry wrote nothing");
+        assert_eq!(store.read_forward(&user_stream(first.user_id), 0, 10).unwrap().len(), 1);
+        assert_eq!(store.read_forward(&email_stream("ann@example.org"), 0, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_reused_command_id_with_another_address_is_refused_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (commands, store) = commands(dir.path());
+        let ctx = Context::new(NOW_US, Uuid::from_u128(7));
+        commands.sign_up("Ann", "ann@example.org", &ctx).unwrap();
+        let position = store.last_position().unwrap();
+
+        let reused = commands.sign_up("Ann", "other@example.org", &ctx);
+
+        assert!(matches!(reused, Err(SignUpError::AccountExists)), "{reused:?}");
+        assert_eq!(store.last_position().unwrap(), position, "nothing was written");
+        assert!(store.read_forward(&email_stream("other@example.org"), 0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_second_account_for_a_taken_address_gets_a_field_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (commands, _store) = commands(dir.path());
+        commands.sign_up("Ann", "ann@example.org", &Context::new(NOW_US, Uuid::from_u128(1))).unwrap();
+
+        let second = commands.sign_up("Bob", "ann@example.org", &Context::new(NOW_US, Uuid::from_u128(2)));
+
+        let taken = FieldError { field: Field::Email, code: FieldCode::Taken };
+        assert!(matches!(second, Err(SignUpError::Field(ref e)) if *e == taken), "{second:?}");
     }
 }
