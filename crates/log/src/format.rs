@@ -32,6 +32,8 @@
 //! A record's position is the logical byte offset of its first byte; the
 //! next record starts at `position + length_bytes`.
 
+use crate::checksum::{self, frame_checksum, FRAMES_PER_PASS};
+
 pub const SEGMENT_MAGIC: [u8; 8] = *b"STELESEG";
 pub const SEGMENT_FORMAT_VERSION: u16 = 1;
 pub const SEGMENT_HEADER_SIZE: u64 = 32;
@@ -114,8 +116,7 @@ pub fn encode_record(buffer: &mut Vec<u8>, kind: u8, flags: u8, payload: &[u8]) 
     buffer.extend_from_slice(&[RECORD_FORMAT_VERSION, kind, flags, 0]);
     buffer.extend_from_slice(payload);
     buffer.extend_from_slice(&(length_bytes as u32).to_le_bytes());
-    let frame = &buffer[start..];
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&frame[0..4]), &frame[8..]);
+    let crc = frame_checksum(&buffer[start..]);
     buffer[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     length_bytes
 }
@@ -124,7 +125,7 @@ pub fn encode_record(buffer: &mut Vec<u8>, kind: u8, flags: u8, payload: &[u8]) 
 pub fn set_record_flag(frame: &mut [u8], flag: u8) {
     assert_eq!(flag & !FLAGS_KNOWN, 0);
     frame[10] |= flag;
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&frame[0..4]), &frame[8..]);
+    let crc = frame_checksum(frame);
     frame[4..8].copy_from_slice(&crc.to_le_bytes());
     debug_assert!(decode_record(frame).is_ok());
 }
@@ -189,16 +190,30 @@ pub fn peek_record_length(bytes: &[u8]) -> Result<usize, FrameError> {
 /// Decodes the frame at the start of `bytes`, verifying everything. Bytes
 /// past the frame are ignored.
 pub fn decode_record(bytes: &[u8]) -> Result<RecordRef<'_>, FrameError> {
+    let frame = frame_at(bytes)?;
+    if frame_checksum(frame) != stored_checksum(frame) {
+        return Err(FrameError::BadChecksum);
+    }
+    decode_checksummed(frame)
+}
+
+/// The whole frame at the start of `bytes`, by its length prefix; nothing in
+/// it is verified yet.
+fn frame_at(bytes: &[u8]) -> Result<&[u8], FrameError> {
     let length = peek_record_length(bytes)?;
     if bytes.len() < length {
         return Err(FrameError::Truncated);
     }
-    let frame = &bytes[..length];
-    let crc_stored = u32::from_le_bytes(frame[4..8].try_into().unwrap());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&frame[0..4]), &frame[8..]);
-    if crc != crc_stored {
-        return Err(FrameError::BadChecksum);
-    }
+    Ok(&bytes[..length])
+}
+
+fn stored_checksum(frame: &[u8]) -> u32 {
+    u32::from_le_bytes(frame[4..8].try_into().unwrap())
+}
+
+/// Decodes a whole frame whose checksum has been verified.
+fn decode_checksummed(frame: &[u8]) -> Result<RecordRef<'_>, FrameError> {
+    let length = frame.len();
     // The checksum matched, so what follows is what the writer wrote; these
     // checks catch frames from a newer or a broken writer.
     if frame[8] != RECORD_FORMAT_VERSION {
@@ -218,6 +233,61 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordRef<'_>, FrameError> {
         payload: &frame[RECORD_HEADER_SIZE..length - RECORD_TRAILER_SIZE],
         length_bytes: length as u32,
     })
+}
+
+/// Frames of one read buffer whose checksums were verified together, named
+/// by their start offsets in the buffer. Readers that walk many records
+/// verify a few ahead in one pass ([`checksum::frame_checksums`]) and then
+/// decode them without checking again. Forget them whenever the buffer's
+/// bytes change.
+#[derive(Debug, Default)]
+pub(crate) struct VerifiedFrames {
+    starts: [usize; FRAMES_PER_PASS],
+    count: usize,
+}
+
+impl VerifiedFrames {
+    pub(crate) fn clear(&mut self) {
+        self.count = 0;
+    }
+
+    pub(crate) fn contains(&self, start: usize) -> bool {
+        self.starts[..self.count].contains(&start)
+    }
+
+    /// Verifies the frames starting at `starts` in `bytes` (at most
+    /// [`FRAMES_PER_PASS`]) and remembers those that are whole and whose
+    /// checksums match. Forgets what it knew before.
+    pub(crate) fn verify(&mut self, bytes: &[u8], starts: &[usize]) {
+        assert!(starts.len() <= FRAMES_PER_PASS);
+        self.count = 0;
+        let mut whole = [None; FRAMES_PER_PASS];
+        for (slot, &start) in whole.iter_mut().zip(starts) {
+            *slot = bytes.get(start..).and_then(|rest| frame_at(rest).ok());
+        }
+        let checksums = match whole {
+            [Some(a), Some(b), Some(c)] => checksum::frame_checksums([a, b, c]).map(Some),
+            _ => whole.map(|frame| frame.map(frame_checksum)),
+        };
+        for ((&start, frame), checksum) in starts.iter().zip(whole).zip(checksums) {
+            if let (Some(frame), Some(checksum)) = (frame, checksum) {
+                if checksum == stored_checksum(frame) {
+                    self.starts[self.count] = start;
+                    self.count += 1;
+                }
+            }
+        }
+    }
+
+    /// Decodes the frame at `start` of `bytes`, verifying its checksum
+    /// unless it was verified in the last pass.
+    pub(crate) fn decode<'a>(&self, bytes: &'a [u8], start: usize) -> Result<RecordRef<'a>, FrameError> {
+        if self.contains(start) {
+            decode_checksummed(frame_at(&bytes[start..])?)
+        } else {
+            decode_record(&bytes[start..])
+        }
+    }
 }
 
 #[cfg(test)]

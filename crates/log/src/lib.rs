@@ -8,6 +8,7 @@
 //!   `fdatasync`; only then does the committed end move, so readers never see
 //!   data that is not durable.
 
+mod checksum;
 mod error;
 pub mod format;
 mod log;

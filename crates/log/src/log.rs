@@ -4,10 +4,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::checksum::FRAMES_PER_PASS;
 use crate::error::{OpenError, ReadError, WriteError};
 use crate::format::{
     self, decode_record, decode_segment_header, encode_record, encode_segment_header, peek_record_length, FrameError,
-    RecordRef, FLAG_COMMIT_END, FLAG_TRANSACTION_END, RECORD_OVERHEAD, RECORD_SIZE_BYTES_MAX, SEGMENT_HEADER_SIZE,
+    RecordRef, VerifiedFrames, FLAG_COMMIT_END, FLAG_TRANSACTION_END, RECORD_OVERHEAD, RECORD_SIZE_BYTES_MAX,
+    SEGMENT_HEADER_SIZE,
 };
 use crate::storage::{parse_segment_name, segment_path, Storage, StorageFile};
 
@@ -211,7 +213,13 @@ impl LogReader {
 
     /// A forward, buffered scan of the committed log from `position`.
     pub fn cursor(&self, position: u64) -> Cursor {
-        Cursor { reader: self.clone(), position, buffer: Vec::new(), buffer_start: 0 }
+        Cursor {
+            reader: self.clone(),
+            position,
+            buffer: Vec::new(),
+            buffer_start: 0,
+            verified: VerifiedFrames::default(),
+        }
     }
 
     /// The segments as they are now: base position, data length, path.
@@ -256,6 +264,7 @@ pub struct Cursor {
     position: u64,
     buffer: Vec<u8>,
     buffer_start: u64,
+    verified: VerifiedFrames,
 }
 
 impl Cursor {
@@ -271,6 +280,9 @@ impl Cursor {
     /// Moves the cursor; the next record read starts at `position`.
     pub fn seek(&mut self, position: u64) {
         self.position = position;
+        // Only frame starts reached by walking from a verified frame count as
+        // verified; a seek may land anywhere.
+        self.verified.clear();
     }
 
     /// The next committed record and its position, or `None` at the committed end.
@@ -296,9 +308,26 @@ impl Cursor {
         }
         let length = length.unwrap();
         let at = (position - self.buffer_start) as usize;
-        let frame = &self.buffer[at..at + length];
-        match decode_record(frame) {
+        if !self.verified.contains(at) {
+            // Verify this frame and the next whole ones in the buffer together.
+            let mut starts = [at; FRAMES_PER_PASS];
+            let mut count = 1;
+            let mut next = at + length;
+            while count < FRAMES_PER_PASS {
+                match peek_record_length(&self.buffer[next..]) {
+                    Ok(n) if next + n <= self.buffer.len() => {
+                        starts[count] = next;
+                        count += 1;
+                        next += n;
+                    }
+                    _ => break,
+                }
+            }
+            self.verified.verify(&self.buffer, &starts[..count]);
+        }
+        match self.verified.decode(&self.buffer, at) {
             Ok(record) => {
+                debug_assert_eq!(record.length_bytes as usize, length);
                 self.position = position + length as u64;
                 Ok(Some((position, record)))
             }
@@ -327,6 +356,7 @@ impl Cursor {
         }
         let want = length.max(CURSOR_CHUNK_BYTES).min(available);
         self.buffer.resize(want, 0);
+        self.verified.clear();
         read_exact(&segment, &mut self.buffer, segment.file_offset(position))?;
         self.buffer_start = position;
         Ok(length)
@@ -746,6 +776,7 @@ impl LogReader {
         let mut buffer_start = 0u64;
         // The segment of the previous position: most runs stay in one.
         let mut current: Option<(Arc<Segment>, u64)> = None;
+        let mut verified = VerifiedFrames::default();
         for (i, &position) in positions.iter().enumerate() {
             if position >= end {
                 return Err(ReadError::PastEnd { position, end }.into());
@@ -772,6 +803,7 @@ impl LogReader {
                     .unwrap_or(position);
                 let want_end = (reach + 4096).min(data_end);
                 valid = (want_end - position) as usize;
+                verified.clear();
                 if buffer.len() < valid {
                     buffer.resize(valid, 0);
                 }
@@ -793,7 +825,21 @@ impl LogReader {
             }
             debug_assert!(frame_in_buffer);
             let at = (position - buffer_start) as usize;
-            let record = decode_record(&buffer[at..valid]).map_err(|reason| bad_record(&segment, position, reason))?;
+            if !verified.contains(at) {
+                // Verify this frame and the next wanted ones in the buffer together.
+                let mut starts = [at; FRAMES_PER_PASS];
+                let mut count = 0;
+                for &next in positions[i..].iter().take(FRAMES_PER_PASS) {
+                    if next >= buffer_start + valid as u64 {
+                        break;
+                    }
+                    starts[count] = (next - buffer_start) as usize;
+                    count += 1;
+                }
+                verified.verify(&buffer[..valid], &starts[..count]);
+            }
+            let record =
+                verified.decode(&buffer[..valid], at).map_err(|reason| bad_record(&segment, position, reason))?;
             f(position, record)?;
             current = Some((segment, data_end));
         }

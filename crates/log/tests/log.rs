@@ -1055,3 +1055,64 @@ proptest! {
         check_model(&reader, &model);
     }
 }
+
+/// Readers verify several records' checksums in one pass; damage to any
+/// record of a pass, first, middle or last, must still stop the read at
+/// exactly that record.
+#[test]
+fn damage_anywhere_in_a_verified_pass_is_found_by_cursor_and_read_many() {
+    for victim in 0..7 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = Model::default();
+        let (mut writer, reader, _) = open_disk(dir.path(), LogConfig::default());
+        for i in 0..12u8 {
+            model.commit_one(&mut writer, &reader, &vec![(1, vec![i; 40 + i as usize])]);
+        }
+        let records = model.expected(&reader);
+        let damaged = records[victim].clone();
+        let path = last_segment_path(&reader);
+        let offset = file_offset(0, damaged.position);
+        flip_byte(&path, offset + 12 + 3, 0x08);
+        let is_victim_error = |error: ReadError| match error {
+            ReadError::BadRecord { offset: o, position, reason, .. } => {
+                assert_eq!(
+                    (o, position, reason),
+                    (offset, damaged.position, FrameError::BadChecksum),
+                    "victim {victim}"
+                );
+            }
+            other => panic!("victim {victim}: expected BadRecord, got {other:?}"),
+        };
+
+        for from in [0, victim.saturating_sub(1), victim] {
+            let mut cursor = reader.cursor(records[from].position);
+            for want in &records[from..victim] {
+                let (position, record) = cursor.next_record().unwrap().unwrap();
+                assert_eq!((position, record.payload), (want.position, &want.payload[..]), "victim {victim}");
+            }
+            is_victim_error(cursor.next_record().unwrap_err());
+        }
+
+        let all: Vec<u64> = records.iter().map(|r| r.position).collect();
+        let mut served = Vec::new();
+        let result = reader.read_many(&all, |position, record| -> Result<(), ReadError> {
+            served.push((position, record.payload.to_vec()));
+            Ok(())
+        });
+        is_victim_error(result.unwrap_err());
+        let before: Vec<(u64, Vec<u8>)> = records[..victim].iter().map(|r| (r.position, r.payload.clone())).collect();
+        assert_eq!(served, before, "victim {victim}");
+
+        let others: Vec<u64> = all.iter().copied().filter(|&p| p != damaged.position).collect();
+        let mut count = 0;
+        reader
+            .read_many(&others, |position, record| -> Result<(), ReadError> {
+                let want = records.iter().find(|r| r.position == position).unwrap();
+                assert_eq!(record.payload, &want.payload[..]);
+                count += 1;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(count, others.len());
+    }
+}
