@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -139,6 +140,8 @@ fn event(id: Uuid, bytes: usize) -> NewEvent {
 fn bench_append(args: &BenchArgs, dir: &PathBuf) -> Result<Report, String> {
     let store = Arc::new(open(dir)?);
     let start_position = store.end_position();
+    let syncs_before = store.log_stats().syncs.load(Ordering::Relaxed);
+    let sync_us_before = store.log_stats().sync_latency_us_sum.load(Ordering::Relaxed);
     let appends_total = args.events.div_ceil(args.events_per_append as u64);
     let per_writer = appends_total.div_ceil(args.writers as u64);
     let started = Instant::now();
@@ -156,6 +159,11 @@ fn bench_append(args: &BenchArgs, dir: &PathBuf) -> Result<Report, String> {
     }
     let elapsed = started.elapsed();
     let events = latencies_ns.len() as u64 * args.events_per_append as u64;
+    // How well commits were grouped: events per fdatasync, and what one cost.
+    let syncs = store.log_stats().syncs.load(Ordering::Relaxed) - syncs_before;
+    let sync_us = store.log_stats().sync_latency_us_sum.load(Ordering::Relaxed) - sync_us_before;
+    let events_per_sync = events as f64 / syncs.max(1) as f64;
+    let sync_us_mean = sync_us as f64 / syncs.max(1) as f64;
     Ok(Report {
         workload: "append",
         events,
@@ -167,6 +175,9 @@ fn bench_append(args: &BenchArgs, dir: &PathBuf) -> Result<Report, String> {
             ("events_per_append", args.events_per_append.into()),
             ("event_bytes", args.event_bytes.into()),
             ("pipeline", args.pipeline.into()),
+            ("syncs", syncs.into()),
+            ("events_per_sync", ((events_per_sync * 10.0).round() / 10.0).into()),
+            ("sync_us_mean", sync_us_mean.round().into()),
         ],
     })
 }

@@ -18,6 +18,6 @@ pub use error::{OpenError, ReadError, WriteError};
 pub use format::{FrameError, RecordRef};
 pub use log::{
     open, scan_segment, Cursor, LogConfig, LogReader, LogStats, LogWriter, Record, Recovery, SegmentInfo,
-    SYNC_LATENCY_BUCKETS_US,
+    PREALLOCATE_AHEAD_BYTES, PREALLOCATE_CHUNK_BYTES, SYNC_LATENCY_BUCKETS_US,
 };
 pub use storage::{DiskStorage, Fault, FaultyStorage, Storage, StorageFile};

@@ -56,7 +56,9 @@ impl Record {
 pub struct Recovery {
     /// The end of the log after recovery: the next record goes here.
     pub end_position: u64,
-    /// Bytes of torn tail (unacknowledged by construction) cut off.
+    /// Bytes cut off after the last complete transaction: a torn write
+    /// (unacknowledged by construction), or zeros preallocated ahead of the
+    /// data by a writer that did not close cleanly.
     pub truncated_bytes: u64,
     /// Where the tail scan began.
     pub scanned_from: u64,
@@ -388,7 +390,19 @@ pub struct LogWriter {
     end: u64,
     pending: Vec<PendingChunk>,
     poisoned: Option<String>,
+    /// The active segment's file holds written blocks (data, or zeros from
+    /// [`LogWriter::preallocate_ahead`]) up to this position.
+    zeroed_end: u64,
+    /// A preallocation failed (a full disk, say); none is tried again in
+    /// this segment.
+    preallocate_failed: bool,
 }
+
+/// [`LogWriter::preallocate_ahead`] keeps this much of the active segment
+/// zeroed past the end, writing at most one chunk per call so a request that
+/// arrives meanwhile waits little.
+pub const PREALLOCATE_AHEAD_BYTES: u64 = 1024 * 1024;
+pub const PREALLOCATE_CHUNK_BYTES: u64 = 64 * 1024;
 
 impl LogWriter {
     /// The position the next appended record will get.
@@ -406,6 +420,52 @@ impl LogWriter {
 
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
+    }
+
+    /// How far past the end the active segment is zeroed.
+    pub fn preallocated_bytes(&self) -> u64 {
+        self.zeroed_end.saturating_sub(self.end)
+    }
+
+    /// Zeroes up to [`PREALLOCATE_CHUNK_BYTES`] of the active segment past
+    /// the end, keeping up to [`PREALLOCATE_AHEAD_BYTES`] ready; returns
+    /// whether it wrote anything. Call it when there is nothing to commit.
+    ///
+    /// An fdatasync after a write that grows the file must also commit the
+    /// new size through the filesystem's journal; after a write over blocks
+    /// already written it only flushes the data. On this project's test
+    /// machine (ext4 on virtio) a 4 KiB write + fdatasync takes ~96 us p50
+    /// over zeroed blocks against ~140-170 us at the end of the file.
+    ///
+    /// The zeros never become data: readers stop at the committed end,
+    /// recovery cuts everything after the last complete transaction, and a
+    /// segment is cut to its data when it is sealed or the writer is dropped.
+    pub fn preallocate_ahead(&mut self) -> bool {
+        if self.poisoned.is_some() || !self.pending.is_empty() || self.preallocate_failed {
+            return false;
+        }
+        let segment_limit = self.active.base + self.config.segment_size_bytes;
+        let target = (self.end + PREALLOCATE_AHEAD_BYTES).min(segment_limit);
+        let from = self.zeroed_end.max(self.end);
+        let len_bytes = target.saturating_sub(from).min(PREALLOCATE_CHUNK_BYTES);
+        // Whole chunks only (each grows the file, which the next fdatasync
+        // pays for once), or what is left of the segment.
+        if len_bytes == 0 || (len_bytes < PREALLOCATE_CHUNK_BYTES && target < segment_limit) {
+            return false;
+        }
+        match self.active.file.preallocate(self.active.file_offset(from), len_bytes) {
+            Ok(()) => {
+                self.zeroed_end = from + len_bytes;
+                true
+            }
+            Err(_) => {
+                // Harmless: the writes go on growing the file as they would
+                // without preallocation. Any zeros already written are cut
+                // off with the rest when the segment is sealed.
+                self.preallocate_failed = true;
+                false
+            }
+        }
     }
 
     /// Stages one atomic transaction (a non-empty list of `(kind, payload)`)
@@ -482,14 +542,20 @@ impl LogWriter {
 
     fn write_chunk(&mut self, chunk: &PendingChunk) -> Result<(), (io::Error, PathBuf)> {
         if chunk.new_segment {
+            // Open reads a sealed segment's length from its file size.
+            cut_to(&self.active, chunk.segment_base).map_err(|e| (e, self.active.path.clone()))?;
             let segment = create_segment(&*self.storage, &self.dir, chunk.segment_base)?;
             self.shared.segments.write().unwrap().push(segment.clone());
             self.active = segment;
+            self.zeroed_end = chunk.segment_base;
+            self.preallocate_failed = false;
         }
         assert_eq!(self.active.base, chunk.segment_base);
         let segment = &self.active;
         let offset = segment.file_offset(chunk.position);
         segment.file.write_all_at(&chunk.bytes, offset).map_err(|e| (e, segment.path.clone()))?;
+        let chunk_end = chunk.position + chunk.bytes.len() as u64;
+        self.zeroed_end = self.zeroed_end.max(chunk_end);
         let started = Instant::now();
         segment.file.sync_data().map_err(|e| (e, segment.path.clone()))?;
         self.shared.stats.record_sync(chunk.bytes.len() as u64, started.elapsed().as_micros() as u64);
@@ -523,8 +589,30 @@ impl LogWriter {
         last.file.set_len(last.file_offset(position))?;
         last.file.sync_data()?;
         self.active = last;
+        self.zeroed_end = position;
         Ok(())
     }
+}
+
+impl Drop for LogWriter {
+    /// A clean close leaves the active segment as long as its data, as
+    /// recovery would; a poisoned writer leaves the files to recovery.
+    fn drop(&mut self) {
+        if self.poisoned.is_none() {
+            let _ = cut_to(&self.active, self.committed_end());
+        }
+    }
+}
+
+/// Cuts off anything in `segment`'s file past `end` (zeros preallocated
+/// ahead of the data) and makes the new length durable.
+fn cut_to(segment: &Segment, end: u64) -> io::Result<()> {
+    let len_bytes = segment.file_offset(end);
+    if segment.file.len()? > len_bytes {
+        segment.file.set_len(len_bytes)?;
+        segment.file.sync_data()?;
+    }
+    Ok(())
 }
 
 fn create_segment(storage: &dyn Storage, dir: &Path, base: u64) -> Result<Arc<Segment>, (io::Error, PathBuf)> {
@@ -651,6 +739,8 @@ pub fn open(
         end: tail.valid_end,
         pending: Vec::new(),
         poisoned: None,
+        zeroed_end: tail.valid_end,
+        preallocate_failed: false,
     };
     Ok((writer, LogReader { shared }, recovery))
 }

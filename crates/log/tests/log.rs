@@ -16,7 +16,7 @@ use stele_log::format::{
 use stele_log::storage::segment_path;
 use stele_log::{
     open, scan_segment, DiskStorage, Fault, FaultyStorage, LogConfig, LogReader, LogWriter, OpenError, ReadError,
-    Record, Recovery, WriteError,
+    Record, Recovery, WriteError, PREALLOCATE_CHUNK_BYTES,
 };
 
 const SMALL: LogConfig = LogConfig { segment_size_bytes: 4096 };
@@ -226,17 +226,24 @@ fn check_model(reader: &LogReader, model: &Model) {
     check_log(reader, &model.expected(reader));
 }
 
-/// Checks each segment file's size matches what the reader says it holds.
+/// Checks each segment file's size matches what the reader says it holds;
+/// only the last one may go on past its data, with zeros (preallocated).
 fn check_files(reader: &LogReader, dir: &Path) {
-    for segment in reader.segments() {
+    let segments = reader.segments();
+    for (i, segment) in segments.iter().enumerate() {
         assert_eq!(segment.path, segment_path(dir, segment.base_position));
-        let len = std::fs::metadata(&segment.path).unwrap().len();
-        assert_eq!(
-            len,
-            SEGMENT_HEADER_SIZE + segment.end_position - segment.base_position,
-            "{}",
-            segment.path.display()
-        );
+        let bytes = std::fs::read(&segment.path).unwrap();
+        let data_len = (SEGMENT_HEADER_SIZE + segment.end_position - segment.base_position) as usize;
+        if i + 1 == segments.len() {
+            assert!(bytes.len() >= data_len, "{}", segment.path.display());
+            assert!(
+                bytes[data_len..].iter().all(|&b| b == 0),
+                "{}: non-zero bytes past the data",
+                segment.path.display()
+            );
+        } else {
+            assert_eq!(bytes.len(), data_len, "{}", segment.path.display());
+        }
     }
 }
 
@@ -294,6 +301,10 @@ fn build_multi_segment(writer: &mut LogWriter, reader: &LogReader, model: &mut M
         model.append(writer, &tx);
         if rng.below(3) == 0 || i == 59 {
             model.commit(writer, reader);
+            // Zeros ahead of the data, as an idle store writer leaves them.
+            if rng.below(2) == 0 {
+                writer.preallocate_ahead();
+            }
         }
     }
 }
@@ -1115,4 +1126,59 @@ fn damage_anywhere_in_a_verified_pass_is_found_by_cursor_and_read_many() {
             .unwrap();
         assert_eq!(count, others.len());
     }
+}
+
+/// Zeros preallocated ahead of the data never read as records: a clean
+/// close cuts them off, and after a crash (the writer never dropped)
+/// recovery does, keeping every committed record.
+#[test]
+fn preallocated_zeros_are_cut_on_close_and_by_recovery() {
+    let config = LogConfig { segment_size_bytes: 4 * PREALLOCATE_CHUNK_BYTES };
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = Model::default();
+    let (mut writer, reader, _) = open_disk(dir.path(), config);
+    model.commit_one(&mut writer, &reader, &vec![(1, vec![1; 100])]);
+    assert!(writer.preallocate_ahead());
+    assert_eq!(writer.preallocated_bytes(), PREALLOCATE_CHUNK_BYTES);
+    let path = last_segment_path(&reader);
+    let file_len = std::fs::metadata(&path).unwrap().len();
+    assert_eq!(file_len, SEGMENT_HEADER_SIZE + model.end() + PREALLOCATE_CHUNK_BYTES);
+    // Whole chunks only, and never past the segment's size.
+    while writer.preallocate_ahead() {}
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), SEGMENT_HEADER_SIZE + config.segment_size_bytes);
+    // Data goes over the zeros; the zeros past it still read as nothing.
+    model.commit_one(&mut writer, &reader, &vec![(2, vec![2; 300]), (3, vec![3; 50])]);
+    check_model(&reader, &model);
+    check_files(&reader, dir.path());
+
+    // A crash: the writer is never dropped, the zeros stay on disk.
+    std::mem::forget(writer);
+    drop(reader);
+    let (mut writer, reader, recovery) = open_disk(dir.path(), config);
+    assert_eq!(recovery.end_position, model.end());
+    assert_eq!(recovery.truncated_bytes, config.segment_size_bytes - model.end());
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), SEGMENT_HEADER_SIZE + model.end());
+    check_model(&reader, &model);
+
+    // Preallocated again, then a roll: the sealed segment is cut to its data
+    // before the next one is made.
+    assert!(writer.preallocate_ahead());
+    let big = vec![(4, vec![4; 3 * PREALLOCATE_CHUNK_BYTES as usize])];
+    model.commit_one(&mut writer, &reader, &big);
+    model.commit_one(&mut writer, &reader, &big);
+    assert!(reader.segments().len() >= 2);
+    assert!(writer.preallocate_ahead());
+    check_model(&reader, &model);
+    check_files(&reader, dir.path());
+
+    // A clean close leaves every file exactly as long as its data.
+    drop((writer, reader));
+    let lengths: Vec<u64> =
+        segment_files(dir.path()).iter().map(|name| std::fs::metadata(dir.path().join(name)).unwrap().len()).collect();
+    let (_writer, reader, recovery) = open_disk(dir.path(), config);
+    assert_eq!(recovery.truncated_bytes, 0);
+    let data_lengths: Vec<u64> =
+        reader.segments().iter().map(|s| SEGMENT_HEADER_SIZE + s.end_position - s.base_position).collect();
+    assert_eq!(lengths, data_lengths);
+    check_model(&reader, &model);
 }

@@ -7,10 +7,10 @@
 
 use std::collections::VecDeque;
 use std::ops::Range;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 
-use stele_log::{LogWriter, WriteError};
+use stele_log::{LogWriter, WriteError, PREALLOCATE_AHEAD_BYTES};
 
 use crate::codec::{encode_event, stream_hash, EventFields, KIND_EVENT};
 use crate::error::AppendError;
@@ -216,7 +216,19 @@ impl Writer {
     pub fn run(mut self, queue: Receiver<Request>) {
         self.answerer = spawn_answerer();
         let batch_bytes_max = self.shared.limits.batch_size_bytes_max;
-        while let Ok(first) = queue.recv() {
+        loop {
+            let first = match queue.try_recv() {
+                Ok(request) => request,
+                Err(TryRecvError::Disconnected) => break,
+                // Idle: zero the log ahead of the next writes (one chunk,
+                // then look at the queue again), so their fdatasync has no
+                // file size to commit.
+                Err(TryRecvError::Empty) if self.log.preallocate_ahead() => continue,
+                Err(TryRecvError::Empty) => match queue.recv() {
+                    Ok(request) => request,
+                    Err(_) => break,
+                },
+            };
             let mut size_bytes = first.command.size_bytes();
             let mut batch = vec![first];
             while size_bytes < batch_bytes_max {
@@ -349,6 +361,11 @@ impl Writer {
                 }
                 if self.shared.index.memtable_len() >= self.flush_at_entries {
                     self.flush_index(end);
+                }
+                // A writer kept busy is never idle long enough to zero the
+                // log ahead (see `run`): top it up while the answers go out.
+                if self.log.preallocated_bytes() < PREALLOCATE_AHEAD_BYTES / 2 {
+                    self.log.preallocate_ahead();
                 }
             }
             Err(error) => {
