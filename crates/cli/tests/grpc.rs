@@ -409,6 +409,45 @@ async fn bad_requests_get_errors_and_the_server_keeps_serving() {
     assert_eq!(count, 1);
 }
 
+/// A checkpoint from a store whose data was replaced points past the end
+/// of the new log: refused with a clear error, never a subscription that
+/// silently skips what is written until the log grows past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_past_the_end_of_the_log_are_refused() {
+    let server = support::start();
+    let client = client(&server);
+    client.append_to_stream("short", &expect(StreamState::NoStream), events("E", 3)).await.unwrap();
+    let far = Position { commit: 1 << 40, prepare: 1 << 40 };
+
+    let options = SubscribeToAllOptions::default().position(StreamPosition::Position(far));
+    let mut subscription = client.subscribe_to_all(&options).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), subscription.next()).await.expect("no answer");
+    let error = outcome.expect_err("a subscription past the end is refused");
+    assert!(error.to_string().contains("past the end of the log"), "{error}");
+
+    let filtered = SubscribeToAllOptions::default()
+        .position(StreamPosition::Position(far))
+        .filter(SubscriptionFilter::on_stream_name().add_prefix("short"));
+    let mut subscription = client.subscribe_to_all(&filtered).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), subscription.next()).await.expect("no answer");
+    assert!(outcome.is_err(), "a filtered subscription past the end is refused too");
+
+    let read = ReadAllOptions::default().position(StreamPosition::Position(far));
+    let error = match client.read_all(&read).await {
+        Err(error) => error,
+        Ok(mut events) => events.next().await.expect_err("a read past the end is refused"),
+    };
+    assert!(error.to_string().contains("past the end of the log"), "{error}");
+
+    // The events written meanwhile reach a subscription from the start.
+    let mut subscription =
+        client.subscribe_to_all(&SubscribeToAllOptions::default().position(StreamPosition::Start)).await;
+    for revision in 0..3 {
+        let event = tokio::time::timeout(Duration::from_secs(10), subscription.next()).await.unwrap().unwrap();
+        assert_eq!(event.get_original_event().revision, revision);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_subscriptions_and_exits_cleanly() {
     let mut server = support::start();

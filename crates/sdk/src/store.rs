@@ -161,10 +161,15 @@ impl EventStore for Store {
         let subscription = match to {
             SubscribeTo::All { after_position, filter } => {
                 let start = match after_position {
-                    Some(position) => AllStart::Position(self.position_after(position)?),
+                    Some(position) => {
+                        // A checkpoint past the end (from a replaced store)
+                        // gets the error that says so.
+                        self.check_all_position(position)?;
+                        AllStart::Position(self.position_after(position)?)
+                    }
                     None => AllStart::Start,
                 };
-                self.subscribe_all(start, filter.cloned(), FILTER_CHECKPOINT_INTERVAL_RECORDS)
+                self.subscribe_all(start, filter.cloned(), FILTER_CHECKPOINT_INTERVAL_RECORDS)?
             }
             SubscribeTo::Stream { stream, after_revision } => {
                 let next_revision = after_revision.map_or(0, |r| r.saturating_add(1));

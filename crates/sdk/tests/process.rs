@@ -127,3 +127,23 @@ fn an_error_keeps_the_checkpoint_before_the_failing_event() {
     );
     assert_eq!(checkpoints.get("payments").unwrap_or_default().events_handled, 0);
 }
+
+/// The checkpoint outlived the store (a development store wiped and
+/// started again): resuming must fail and say why, not skip every event
+/// written until the new log grows past the old position.
+#[test]
+fn a_checkpoint_from_a_replaced_store_is_refused_not_skipped() {
+    let (_old_dir, old) = common::open_store();
+    let (_dir, store) = common::open_store();
+    let open = AccountCommand::Open { owner: "ann".into() };
+    Repository::new(Bank, &old, bank_codec()).handle("account-1", &open, &ctx(0, 1)).unwrap();
+    pay(&old, 1..=50);
+    let checkpoints = MemoryCheckpoints::new();
+    ProcessManagerRunner::new(&old, payments(&old, None), checkpoints.clone()).run_until_caught_up().unwrap();
+    pay(&store, [7]);
+
+    let mut runner = ProcessManagerRunner::new(&store, payments(&store, None), checkpoints.clone());
+    let error = runner.run_until_caught_up().unwrap_err();
+    assert!(error.to_string().contains("past the end of the log"), "{error}");
+    assert_eq!(checkpoints.get("payments").unwrap().events_handled, 50, "the checkpoint is left as it was");
+}

@@ -40,6 +40,13 @@ pub enum ReadError {
     BadEvent { position: u64, reason: crate::codec::DecodeError },
     #[error("the index points at position {position} for '{stream}' revision {revision}, but the log holds another event there")]
     IndexMismatch { stream: String, revision: u64, position: u64 },
+    /// Most often a checkpoint kept from a store whose data was since
+    /// replaced: reading or subscribing from the end instead would skip,
+    /// without a word, every event written before the log grows past it.
+    #[error("$all position {position} is past the end of the log ({end}): a checkpoint from another store, or from before this store's data was replaced, cannot be resumed here")]
+    PositionPastEnd { position: u64, end: u64 },
+    #[error("no event starts at $all position {position}: {source}")]
+    NotAnEventPosition { position: u64, source: Box<ReadError> },
 }
 
 /// An append (or delete, or metadata write) failed. Unless stated

@@ -375,6 +375,7 @@ impl Store {
         let position = match start {
             AllStart::Start => 0,
             AllStart::End => end,
+            AllStart::Position(p) if p > end => return Err(ReadError::PositionPastEnd { position: p, end }),
             AllStart::Position(p) => p,
         };
         let mut events = Vec::new();
@@ -471,13 +472,40 @@ impl Store {
     /// Subscribes to `$all`: catches up from `start`, then follows live
     /// appends. With a filter, checkpoints are reported every
     /// `checkpoint_interval` records scanned even when nothing matches.
+    ///
+    /// A start position must be 0, the end, or where an event starts
+    /// ([`check_all_position`](Self::check_all_position)).
     pub fn subscribe_all(
         &self,
         start: AllStart,
         filter: Option<EventFilter>,
         checkpoint_interval: u64,
-    ) -> Subscription {
-        Subscription::all(self.shared.clone(), start, filter, checkpoint_interval)
+    ) -> Result<Subscription, ReadError> {
+        if let AllStart::Position(position) = start {
+            self.check_all_position(position)?;
+        }
+        Ok(Subscription::all(self.shared.clone(), start, filter, checkpoint_interval))
+    }
+
+    /// Checks that a `$all` position from outside (a client, a checkpoint)
+    /// is one a read or a subscription can start at: 0, the end, or the
+    /// position of an event. Past the end is `PositionPastEnd`; anywhere
+    /// else is `NotAnEventPosition`, carrying what reading there found.
+    pub fn check_all_position(&self, position: u64) -> Result<(), ReadError> {
+        let end = self.end_position();
+        if position == 0 || position == end {
+            return Ok(());
+        }
+        if position > end {
+            return Err(ReadError::PositionPastEnd { position, end });
+        }
+        match self.read_event_at(position) {
+            Ok(_) => Ok(()),
+            Err(error @ (ReadError::Log(stele_log::ReadError::BadRecord { .. }) | ReadError::BadEvent { .. })) => {
+                Err(ReadError::NotAnEventPosition { position, source: Box::new(error) })
+            }
+            Err(other) => Err(other),
+        }
     }
 
     /// Subscribes to one stream, from a revision (inclusive), the start or the end.

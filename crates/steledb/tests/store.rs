@@ -385,7 +385,7 @@ fn all_subscription_catches_up_then_follows_live_without_gap_or_duplicate() {
     for _ in 0..20 {
         store.append("before", ExpectedRevision::Any, events(5)).unwrap();
     }
-    let mut subscription = store.subscribe_all(AllStart::Start, None, 100);
+    let mut subscription = store.subscribe_all(AllStart::Start, None, 100).unwrap();
     let writer = {
         let store = store.clone();
         std::thread::spawn(move || {
@@ -411,6 +411,47 @@ fn all_subscription_catches_up_then_follows_live_without_gap_or_duplicate() {
         subscription.next_timeout(Duration::from_millis(50)).unwrap().map(|_| ()),
         if caught_up == 0 { Some(()) } else { None }
     );
+}
+
+/// Start positions from outside (a client, a checkpoint kept from a store
+/// whose data was since replaced) must name an event: anything else is a
+/// specific error, never a subscription that silently skips or a read
+/// that answers "nothing new" forever.
+#[test]
+fn all_start_positions_must_name_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(config(dir.path())).unwrap();
+    store.append("s", ExpectedRevision::Any, events(3)).unwrap();
+    let positions: Vec<u64> = read_all_events(&store).iter().map(|e| e.position).collect();
+    let end = store.end_position();
+
+    let past = end + 1_000;
+    match store.subscribe_all(AllStart::Position(past), None, 100) {
+        Err(ReadError::PositionPastEnd { position, end: e }) => assert_eq!((position, e), (past, end)),
+        other => panic!("expected PositionPastEnd, got {:?}", other.map(|_| ())),
+    }
+    match store.read_all(AllStart::Position(past), Direction::Forward, 10, None) {
+        Err(ReadError::PositionPastEnd { position, .. }) => assert_eq!(position, past),
+        other => panic!("expected PositionPastEnd, got {other:?}"),
+    }
+    let inside = positions[1] + 3;
+    match store.subscribe_all(AllStart::Position(inside), None, 100) {
+        Err(ReadError::NotAnEventPosition { position, .. }) => assert_eq!(position, inside),
+        other => panic!("expected NotAnEventPosition, got {:?}", other.map(|_| ())),
+    }
+
+    // 0, each event and the end are all fine starts.
+    for start in [0, positions[1], end] {
+        let mut subscription = store.subscribe_all(AllStart::Position(start), None, 100).unwrap();
+        let mut seen = Vec::new();
+        while let Some(message) = subscription.try_next().unwrap() {
+            if let SubscriptionMessage::Event(event) = message {
+                seen.push(event.position);
+            }
+        }
+        let expected: Vec<u64> = positions.iter().copied().filter(|&p| p >= start).collect();
+        assert_eq!(seen, expected, "from {start}");
+    }
 }
 
 #[test]
@@ -455,7 +496,7 @@ fn filtered_subscription_reports_checkpoints_through_quiet_stretches() {
     }
     store.append("wanted-1", ExpectedRevision::Any, events(1)).unwrap();
     let filter = EventFilter::StreamPrefix(vec!["wanted-".into()]);
-    let mut subscription = store.subscribe_all(AllStart::Start, Some(filter), 100);
+    let mut subscription = store.subscribe_all(AllStart::Start, Some(filter), 100).unwrap();
     let mut checkpoints = Vec::new();
     let mut matched = Vec::new();
     loop {

@@ -173,7 +173,9 @@ pub fn read_status(error: &ReadError) -> Status {
             status
         }
         ReadError::StreamDeleted { stream } => stream_deleted(stream),
-        ReadError::InvalidStreamName { .. } => bad_request(&error.to_string()),
+        ReadError::InvalidStreamName { .. }
+        | ReadError::PositionPastEnd { .. }
+        | ReadError::NotAnEventPosition { .. } => bad_request(&error.to_string()),
         // Damage is reported, never served.
         ReadError::Log(_) | ReadError::BadEvent { .. } | ReadError::IndexMismatch { .. } | ReadError::Index(_) => {
             Status::new(Code::DataLoss, error.to_string())

@@ -141,7 +141,10 @@ impl StreamsService {
                     Some((filter, interval)) => (Some(filter), interval),
                     None => (None, DEFAULT_CHECKPOINT_INTERVAL),
                 };
-                let subscription = state.store.subscribe_all(start, filter, interval);
+                let store = state.store.clone();
+                let subscription = blocking(move || store.subscribe_all(start, filter, interval))
+                    .await
+                    .map_err(|e| read_status(&e))?;
                 tokio::spawn(subscribe(state, sender, subscription, uuid_as_string));
             }
         }
@@ -323,10 +326,13 @@ fn to_filter(options: read_req::options::FilterOptions) -> Result<(EventFilter, 
 async fn position_after(state: &SharedState, position: u64) -> Result<u64, Status> {
     let store = state.store.clone();
     blocking(move || {
-        if position >= store.end_position() {
-            return Ok(store.end_position());
+        // After the end is the end; past it is refused (as KurrentDB does).
+        let end = store.end_position();
+        if position == end {
+            return Ok(end);
         }
-        store.position_after(position).map_err(|e| bad_request(&format!("no event at position {position}: {e}")))
+        store.check_all_position(position).map_err(|e| read_status(&e))?;
+        store.position_after(position).map_err(|e| read_status(&e))
     })
     .await
 }
@@ -382,13 +388,8 @@ async fn read_all(
 ) {
     if let AllStart::Position(position) = start {
         let store = state.store.clone();
-        let valid = blocking(move || {
-            position == 0 || position >= store.end_position() || store.read_event_at(position).is_ok()
-        })
-        .await;
-        if !valid {
-            let error = bad_request(&format!("position {position} is not the position of an event"));
-            let _ = sender.send(vec![Err(error)]).await;
+        if let Err(error) = blocking(move || store.check_all_position(position)).await {
+            let _ = sender.send(vec![Err(read_status(&error))]).await;
             return;
         }
     }

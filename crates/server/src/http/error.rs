@@ -88,6 +88,9 @@ impl From<ReadError> for ApiError {
                 Self::new(StatusCode::GONE, "stream_deleted", message).with("stream", stream)
             }
             ReadError::InvalidStreamName { .. } => Self::bad_request("invalid_stream_name", message),
+            ReadError::PositionPastEnd { position, .. } | ReadError::NotAnEventPosition { position, .. } => {
+                Self::bad_request("invalid_position", message).with("position", position)
+            }
             ReadError::Log(ref log) if is_io(log) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "io_error", message),
             ReadError::Index(steledb::IndexError::Io { .. }) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "io_error", message)

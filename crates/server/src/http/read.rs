@@ -124,21 +124,7 @@ async fn read_all_inner(state: SharedState, query: RawQuery) -> Result<Response,
 /// A position from a client must be where an event starts (or 0, or the end).
 pub fn check_position(store: &Store, start: AllStart) -> Result<(), ApiError> {
     let AllStart::Position(position) = start else { return Ok(()) };
-    let end = store.end_position();
-    if position > end {
-        return Err(ApiError::bad_request(
-            "invalid_position",
-            format!("position {position} is past the end of the log ({end})"),
-        )
-        .with("position", position));
-    }
-    if position == 0 || position == end {
-        return Ok(());
-    }
-    store.read_event_at(position).map(|_| ()).map_err(|e| {
-        ApiError::bad_request("invalid_position", format!("position {position} is not the position of an event: {e}"))
-            .with("position", position)
-    })
+    Ok(store.check_all_position(position)?)
 }
 
 /// `{"events": [...], "next_position": n, "is_end": bool}`.

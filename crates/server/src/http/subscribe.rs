@@ -21,7 +21,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
 use super::params::{stream_name, Params, RawQuery};
-use super::read::check_position;
 use super::ApiError;
 use crate::bridge::{self, blocking};
 use crate::event_json::event_line;
@@ -67,8 +66,7 @@ pub async fn subscribe_all(State(state): State<SharedState>, query: RawQuery) ->
         let filter = params.filter()?;
         let store = state.store.clone();
         let subscription = blocking(move || -> Result<Subscription, ApiError> {
-            check_position(&store, start)?;
-            Ok(store.subscribe_all(start, filter, CHECKPOINT_INTERVAL))
+            Ok(store.subscribe_all(start, filter, CHECKPOINT_INTERVAL)?)
         })
         .await?;
         Ok::<_, ApiError>(subscription)
