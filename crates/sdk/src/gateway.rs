@@ -7,14 +7,20 @@
 //! the first event not yet delivered (it may deliver the last few again:
 //! the outside should recognise repeats by the event id).
 //!
+//! An event the outside refuses for good stops the run, unless the runner
+//! keeps dead letters ([`GatewayRunner::with_dead_letters`]): then the
+//! refusal is recorded as an event in the gateway's dead-letter stream and
+//! delivery goes on.
+//!
 //! Time comes from a [`GatewayClock`] the caller supplies, so tests run
 //! hours of back-off in microseconds.
 
 use std::time::{Duration, Instant};
 
-use steledb::RecordedEvent;
+use steledb::{ExpectedRevision, NewEvent, RecordedEvent};
 
-use crate::store::EventStore;
+use crate::ids::{name_of, uuid_v5, DEAD_LETTER_ID_NAMESPACE};
+use crate::store::{EventStore, StoreError};
 
 use crate::consumer::{consume, CheckpointStore, ConsumeConfig, ConsumerError, Handled, RunMode, RunReport, Source};
 use crate::limits::{
@@ -31,8 +37,19 @@ pub enum GatewayError {
     /// The outside refuses this event for good: the run stops with an
     /// error and the checkpoint stays before the event, for a human to
     /// decide (a retry would fail the same way; skipping would lose it).
+    /// With dead letters kept, the refusal is recorded instead and the run
+    /// goes on.
     #[error("permanent delivery failure: {0}")]
     Permanent(String),
+}
+
+/// The type of the events in a dead-letter stream.
+pub const DEAD_LETTER_EVENT_TYPE: &str = "DeliveryRefused";
+
+/// The stream where the gateway named `gateway_name` records the events
+/// the outside refused for good, when it keeps dead letters.
+pub fn dead_letter_stream(gateway_name: &str) -> String {
+    format!("dead-letters-{gateway_name}")
 }
 
 /// The outside system.
@@ -187,6 +204,8 @@ impl CircuitBreaker {
 pub struct GatewayStats {
     pub delivered: u64,
     pub transient_failures: u64,
+    /// Events refused for good and recorded in the dead-letter stream.
+    pub dead_lettered: u64,
     /// Time spent waiting (back-off and open breaker), by the gateway clock.
     pub waited_ms: u64,
 }
@@ -202,6 +221,7 @@ pub struct GatewayRunner<'s, G, C, K> {
     breaker: CircuitBreaker,
     stats: GatewayStats,
     poll_interval: Duration,
+    dead_letters: bool,
 }
 
 impl<'s, G: Gateway, C: CheckpointStore, K: GatewayClock> GatewayRunner<'s, G, C, K> {
@@ -215,7 +235,25 @@ impl<'s, G: Gateway, C: CheckpointStore, K: GatewayClock> GatewayRunner<'s, G, C
             breaker: CircuitBreaker::new(BreakerConfig::default()),
             stats: GatewayStats::default(),
             poll_interval: Duration::from_millis(POLL_INTERVAL_MS_DEFAULT),
+            dead_letters: false,
         }
+    }
+
+    /// Keeps dead letters: an event the outside refuses for good
+    /// ([`GatewayError::Permanent`]) no longer stops the run. The refusal
+    /// is appended to [`dead_letter_stream`] as a [`DEAD_LETTER_EVENT_TYPE`]
+    /// event (JSON: the refused event's id, stream, revision, position and
+    /// type, and the reason), and delivery goes on with the next event. The
+    /// refused event stays in the log, so whoever watches the dead-letter
+    /// stream can fix the cause and deliver it again.
+    ///
+    /// The record's id is derived from the refused event's id, so a crash
+    /// between recording and checkpointing records it once (within the
+    /// store's idempotency window). If recording fails, the run stops as
+    /// it would without dead letters, the checkpoint before the event.
+    pub fn with_dead_letters(mut self) -> Self {
+        self.dead_letters = true;
+        self
     }
 
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
@@ -267,7 +305,10 @@ impl<'s, G: Gateway, C: CheckpointStore, K: GatewayClock> GatewayRunner<'s, G, C
             checkpoint_every_events: 1,
             poll_interval: self.poll_interval,
         };
+        let dead_letter_stream = self.dead_letters.then(|| dead_letter_stream(&name));
         let mut delivery = Delivery {
+            store: self.store,
+            dead_letter_stream,
             gateway: &mut self.gateway,
             clock: &mut self.clock,
             backoff: self.backoff,
@@ -282,6 +323,9 @@ impl<'s, G: Gateway, C: CheckpointStore, K: GatewayClock> GatewayRunner<'s, G, C
 
 /// The retry loop for one event, borrowed from the runner.
 struct Delivery<'r, G, K> {
+    store: &'r dyn EventStore,
+    /// Where permanent refusals are recorded; `None`: they stop the run.
+    dead_letter_stream: Option<String>,
     gateway: &'r mut G,
     clock: &'r mut K,
     backoff: Backoff,
@@ -320,7 +364,17 @@ impl<G: Gateway, K: GatewayClock> Delivery<'_, G, K> {
                         self.wait(self.backoff.delay_ms(failures));
                     }
                 }
-                Err(permanent) => return Err(permanent),
+                Err(GatewayError::Permanent(reason)) => {
+                    let Some(stream) = &self.dead_letter_stream else {
+                        return Err(GatewayError::Permanent(reason));
+                    };
+                    // The outside answered, so the breaker is left alone.
+                    record_dead_letter(self.store, stream, event, &reason).map_err(|error| {
+                        GatewayError::Permanent(format!("{reason} (recording it as a dead letter failed: {error})"))
+                    })?;
+                    self.stats.dead_lettered += 1;
+                    return Ok(Handled::Done);
+                }
             }
         }
     }
@@ -336,6 +390,25 @@ impl<G: Gateway, K: GatewayClock> Delivery<'_, G, K> {
             left_ms -= slice_ms;
         }
     }
+}
+
+fn record_dead_letter(
+    store: &dyn EventStore,
+    stream: &str,
+    refused: &RecordedEvent,
+    reason: &str,
+) -> Result<(), StoreError> {
+    let id = uuid_v5(DEAD_LETTER_ID_NAMESPACE, &name_of(refused.id, stream.as_bytes(), 0));
+    let data = serde_json::json!({
+        "event_id": refused.id.to_string(),
+        "stream": refused.stream(),
+        "revision": refused.revision,
+        "position": refused.position,
+        "event_type": refused.event_type(),
+        "reason": reason,
+    });
+    let event = NewEvent::json(id, DEAD_LETTER_EVENT_TYPE, serde_json::to_vec(&data).expect("a JSON value encodes"));
+    store.append(stream, ExpectedRevision::Any, vec![event]).map(drop)
 }
 
 #[cfg(test)]

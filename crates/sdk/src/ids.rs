@@ -17,6 +17,8 @@ use uuid::Uuid;
 pub const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a4e_93d7_4b0a_8e55_0c3b_7d2f_91a6);
 /// Namespace of ids a decider asks its [`Context`](crate::Context) for.
 pub const CONTEXT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x2b8e_5d10_c4a3_4f67_9a1e_6d7c_0f48_b3e2);
+/// Namespace of dead-letter event ids (see `GatewayRunner::with_dead_letters`).
+pub const DEAD_LETTER_ID_NAMESPACE: Uuid = Uuid::from_u128(0x4a7e_c2d9_10b3_4f85_a6d1_3e9c_72b0_58f4);
 /// Namespace of snapshot event ids.
 pub const SNAPSHOT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x91d4_07e3_5a6b_4c28_b7f0_e2a9_4c61_d85b);
 

@@ -111,8 +111,8 @@ pub use consumer::{
 };
 pub use decider::{Context, Decider};
 pub use gateway::{
-    Backoff, BreakerConfig, BreakerState, CircuitBreaker, Gateway, GatewayClock, GatewayError, GatewayRunner,
-    GatewayStats, SystemGatewayClock,
+    dead_letter_stream, Backoff, BreakerConfig, BreakerState, CircuitBreaker, Gateway, GatewayClock, GatewayError,
+    GatewayRunner, GatewayStats, SystemGatewayClock, DEAD_LETTER_EVENT_TYPE,
 };
 #[cfg(feature = "postgres")]
 pub use pg::{PgProjection, PgProjectionRunner};

@@ -6,8 +6,8 @@ use std::rc::Rc;
 
 use steledb::{EventFilter, ExpectedRevision, NewEvent, RecordedEvent, Store, Uuid};
 use steledb_sdk::{
-    Backoff, BreakerConfig, BreakerState, Gateway, GatewayClock, GatewayError, GatewayRunner, MemoryCheckpoints,
-    Source, StopHandle,
+    dead_letter_stream, Backoff, BreakerConfig, BreakerState, EventStore, Gateway, GatewayClock, GatewayError,
+    GatewayRunner, MemoryCheckpoints, Source, StopHandle, DEAD_LETTER_EVENT_TYPE,
 };
 
 /// (time of the call, event number, succeeded), shared with the test.
@@ -170,4 +170,59 @@ fn a_permanent_failure_stops_the_run_without_skipping_the_event() {
     let error = runner.run_until_caught_up().unwrap_err();
     assert!(error.to_string().contains("550 mailbox unavailable"), "{error}");
     assert_eq!(checkpoints.get("refuses"), None);
+}
+
+/// With dead letters kept, a refused event is recorded (once, even when a
+/// crash makes the runner meet it again) and delivery goes on past it.
+#[test]
+fn a_permanent_refusal_becomes_a_dead_letter_and_delivery_goes_on() {
+    /// Refuses user 2 for good, delivers everyone else.
+    struct RefusesTwo(Vec<u64>);
+    impl Gateway for RefusesTwo {
+        fn name(&self) -> &str {
+            "picky"
+        }
+        fn source(&self) -> Source {
+            Source::AllFiltered(EventFilter::StreamPrefix(vec!["user-".into()]))
+        }
+        fn deliver(&mut self, event: &RecordedEvent) -> Result<(), GatewayError> {
+            let number: u64 = event.stream().trim_start_matches("user-").parse().unwrap();
+            if number == 2 {
+                return Err(GatewayError::Permanent("550 mailbox unavailable".into()));
+            }
+            self.0.push(number);
+            Ok(())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    sign_up(&store, [1, 2, 3]);
+    let refused = store.read_forward("user-2", 0, 1).unwrap().remove(0);
+
+    let checkpoints = MemoryCheckpoints::new();
+    let mut runner = GatewayRunner::new(&store, RefusesTwo(Vec::new()), checkpoints.clone(), SimClock::default())
+        .with_dead_letters();
+    assert_eq!(runner.run_until_caught_up().unwrap().events_handled, 3);
+    assert_eq!(runner.gateway().0, [1, 3]);
+    assert_eq!(runner.stats().dead_lettered, 1);
+    assert_eq!(runner.breaker().state(), BreakerState::Closed { failures: 0 });
+    assert_eq!(checkpoints.get("picky").unwrap().events_handled, 3);
+
+    let stream = dead_letter_stream("picky");
+    let letters = store.read_forward(&stream, 0, 10).unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].event_type(), DEAD_LETTER_EVENT_TYPE);
+    let letter: serde_json::Value = serde_json::from_slice(letters[0].data()).unwrap();
+    assert_eq!(letter["event_id"], refused.id.to_string());
+    assert_eq!(letter["stream"], "user-2");
+    assert_eq!(letter["position"], refused.position);
+    assert_eq!(letter["reason"], "550 mailbox unavailable");
+
+    // A crash before the checkpoint: the runner meets the refusal again and
+    // the store recognises the record.
+    let mut again = GatewayRunner::new(&store, RefusesTwo(Vec::new()), MemoryCheckpoints::new(), SimClock::default())
+        .with_dead_letters();
+    assert_eq!(again.run_until_caught_up().unwrap().events_handled, 3);
+    assert_eq!(again.stats().dead_lettered, 1);
+    assert_eq!(store.read_forward(&stream, 0, 10).unwrap().len(), 1, "recorded once");
 }

@@ -316,7 +316,10 @@ fn spawn_mailer(
     let (store, stop) = (Arc::clone(store), stop.clone());
     let (backoff, breaker, poll_interval_ms) = (config.mail_backoff, config.mail_breaker, config.poll_interval_ms);
     spawn("mail", move || {
+        // A mailbox refused for good (5xx) is recorded as a dead letter;
+        // everyone else's mail goes on.
         let mut runner = GatewayRunner::new(&*store, mailer, checkpoints, SystemGatewayClock::default())
+            .with_dead_letters()
             .with_backoff(backoff)
             .with_breaker(breaker)
             .with_poll_interval_ms(poll_interval_ms);

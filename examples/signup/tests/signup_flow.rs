@@ -8,7 +8,9 @@ use std::collections::HashSet;
 use std::sync::{Arc, Barrier};
 
 use serde_json::json;
+use stele_example_signup::mail::MAIL_GATEWAY;
 use stele_example_signup::user::email_stream;
+use steledb_sdk::dead_letter_stream;
 use support::{http, wait_for, SmtpMode, SmtpServer, TestApp, REMINDER_DELAY_US, START_US};
 
 #[test]
@@ -154,6 +156,31 @@ fn one_activation_email_per_account() {
     assert_eq!(message.message_id(), format!("<activation-{}@signup.stele.example>", ids[0]));
     assert!(message.data.contains(&format!("/users/{}/activate", ids[0])), "{}", message.data);
     assert_eq!(smtp.connections_turned_away(), 0);
+}
+
+/// A mailbox the SMTP server refuses for good does not hold up anyone
+/// else's mail: the refusal is recorded in the mailer's dead-letter stream.
+#[test]
+fn a_refused_mailbox_becomes_a_dead_letter_and_the_mail_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpServer::start();
+    let app = TestApp::start(dir.path(), &smtp);
+    app.sign_up_ok("First", "first@example.org");
+    let refused = app.sign_up_ok("Nobody", "nobody@example.org");
+    app.sign_up_ok("Last", "last@example.org");
+    wait_for("the mail after the refused one", || {
+        smtp.count_by_recipient("activation").contains_key("last@example.org").then_some(())
+    });
+    let counts = smtp.count_by_recipient("activation");
+    assert_eq!(counts.len(), 2, "{counts:?}");
+
+    let store = app.app().store();
+    let letters = store.read_forward(&dead_letter_stream(MAIL_GATEWAY), 0, 10).unwrap();
+    assert_eq!(letters.len(), 1);
+    let letter: serde_json::Value = serde_json::from_slice(letters[0].data()).unwrap();
+    assert_eq!(letter["stream"], format!("user-{refused}"), "{letter}");
+    let reason = letter["reason"].as_str().unwrap();
+    assert!(reason.contains("550") && reason.contains("mailbox unavailable"), "{letter}");
 }
 
 #[test]

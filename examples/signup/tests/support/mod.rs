@@ -260,7 +260,13 @@ fn serve(stream: TcpStream, messages: &Mutex<Vec<Received>>) -> std::io::Result<
                 reply("503 need MAIL first")?;
                 continue;
             }
-            to = Some(angle_path(&line["RCPT TO:".len()..]));
+            let recipient = angle_path(&line["RCPT TO:".len()..]);
+            // A mailbox that does not exist: refused for good.
+            if recipient.starts_with("nobody") {
+                reply("550 mailbox unavailable")?;
+                continue;
+            }
+            to = Some(recipient);
             reply("250 OK")?;
         } else if upper == "DATA" {
             let (Some(sender), Some(recipient)) = (from.take(), to.take()) else {
