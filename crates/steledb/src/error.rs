@@ -45,7 +45,7 @@ pub enum ReadError {
     /// without a word, every event written before the log grows past it.
     #[error("$all position {position} is past the end of the log ({end}): a checkpoint from another store, or from before this store's data was replaced, cannot be resumed here")]
     PositionPastEnd { position: u64, end: u64 },
-    #[error("no event starts at $all position {position}: {source}")]
+    #[error("$all position {position} is not the position of an event: {source}")]
     NotAnEventPosition { position: u64, source: Box<ReadError> },
 }
 
