@@ -20,8 +20,16 @@ pub struct Metrics {
 }
 
 /// Labels of `stele_append_errors_total`, by `AppendError` variant group.
-const APPEND_ERROR_KINDS: [&str; 7] =
-    ["wrong_expected_revision", "stream_deleted", "invalid", "overloaded", "no_space", "writer_stopped", "other"];
+const APPEND_ERROR_KINDS: [&str; 8] = [
+    "wrong_expected_revision",
+    "stream_deleted",
+    "invalid",
+    "overloaded",
+    "no_space",
+    "writer_stopped",
+    "other",
+    "index_backlog",
+];
 
 fn error_kind(error: &AppendError) -> usize {
     match error {
@@ -31,6 +39,7 @@ fn error_kind(error: &AppendError) -> usize {
         AppendError::NoSpace => 4,
         AppendError::WriterStopped { .. } => 5,
         AppendError::Read(_) => 6,
+        AppendError::IndexBacklog { .. } => 7,
         _ => 2,
     }
 }

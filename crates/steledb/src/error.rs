@@ -83,6 +83,11 @@ pub enum AppendError {
     Overloaded { capacity: usize },
     #[error("no space left on device; nothing was written; appends resume once space is freed")]
     NoSpace,
+    /// Index tables cannot be written (`Store::index_error` says why) and
+    /// the entries waiting in memory reached the most allowed: appends are
+    /// refused rather than let memory grow without bound.
+    #[error("the stream index cannot be written ({cause}) and {entries} entries already wait in memory; nothing was written; appends resume once the index can be written")]
+    IndexBacklog { entries: usize, cause: String },
     #[error("the writer has stopped: {cause}")]
     WriterStopped { cause: String },
     #[error("checking the append needed a read that failed: {0}")]

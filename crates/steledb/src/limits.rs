@@ -30,6 +30,14 @@ pub const RECENT_APPENDS_MAX: usize = 262_144;
 /// On open, the window is rebuilt from at most this many records before the
 /// index checkpoint, so open time stays independent of history.
 pub const RECENT_WINDOW_REPLAY_RECORDS_MAX: usize = 65_536;
+/// Index entries that may wait in memory, in memtables' worth, while index
+/// tables cannot be written (a memtable is frozen and its write keeps
+/// failing). Past this, appends are refused with `AppendError::IndexBacklog`
+/// instead of memory growing until the process dies.
+pub const INDEX_BACKLOG_MEMTABLES_MAX: usize = 8;
+/// While appends are refused for an index backlog, the failed table write
+/// is retried at most this often (by the store's clock).
+pub const INDEX_BACKLOG_RETRY_INTERVAL_US: u64 = 100_000;
 /// Stream heads cached by the writer before the cache is cleared.
 pub const STREAM_CACHE_ENTRIES_MAX: usize = 262_144;
 

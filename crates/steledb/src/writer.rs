@@ -16,7 +16,9 @@ use crate::codec::{encode_event, stream_hash, EventFields, KIND_EVENT};
 use crate::error::AppendError;
 use crate::fast_hash::FastMap;
 use crate::index::Entry;
-use crate::limits::{RECENT_APPENDS_MAX, STREAM_CACHE_ENTRIES_MAX};
+use crate::limits::{
+    INDEX_BACKLOG_MEMTABLES_MAX, INDEX_BACKLOG_RETRY_INTERVAL_US, RECENT_APPENDS_MAX, STREAM_CACHE_ENTRIES_MAX,
+};
 use crate::metadata::StreamMetadata;
 use crate::shared::{Head, Shared};
 use crate::types::RecordedEvent;
@@ -163,6 +165,9 @@ pub(crate) struct Writer {
     index_job: Option<std::thread::JoinHandle<()>>,
     /// Memtable size at which the next flush is tried.
     flush_at_entries: usize,
+    /// When a failed table write was last retried for a refused batch
+    /// (store clock, microseconds).
+    backlog_retried_at_us: u64,
     /// Where committed requests go to be answered, and the thread that
     /// answers them (see `spawn_answerer`); `None` if that thread could
     /// not start: then the writer answers.
@@ -204,6 +209,7 @@ impl Writer {
             memtable_entries_max,
             index_job: None,
             flush_at_entries: memtable_entries_max,
+            backlog_retried_at_us: 0,
             answerer: None,
         }
     }
@@ -268,6 +274,12 @@ impl Writer {
     fn process(&mut self, batch: Vec<Request>) -> Vec<Request> {
         // Time is an input: stamped once per batch, never read while applying.
         let stamp_us = self.shared.clock.now_us().max(self.last_stamp_us);
+        if let Some(refusal) = self.index_backlog(stamp_us) {
+            for request in batch {
+                request.answer(Err(clone_error(&refusal)));
+            }
+            return Vec::new();
+        }
         let mut overlay: FastMap<String, Head> = FastMap::default();
         let mut waiting: Vec<(Request, Vec<AppendResult>)> = Vec::new();
         let mut carried: Vec<Request> = Vec::new();
@@ -416,6 +428,23 @@ impl Writer {
         // freeze the memtable is empty, but while a retry is pending it is
         // not frozen and only shrinks once the retry succeeds.
         self.flush_at_entries = self.memtable_entries_max + self.shared.index.memtable_len();
+    }
+
+    /// The refusal every request gets while index entries cannot be written
+    /// and too many wait in memory. Retries the failed table write now and
+    /// then (not per refused batch: each try sorts the frozen memtable).
+    fn index_backlog(&mut self, now_us: u64) -> Option<AppendError> {
+        let index = &self.shared.index;
+        let entries = index.memtable_len();
+        if !index.has_frozen() || entries < INDEX_BACKLOG_MEMTABLES_MAX * self.memtable_entries_max {
+            return None;
+        }
+        if now_us.saturating_sub(self.backlog_retried_at_us) >= INDEX_BACKLOG_RETRY_INTERVAL_US {
+            self.backlog_retried_at_us = now_us;
+            self.flush_index(self.log.committed_end());
+        }
+        let cause = self.shared.index_error.lock().unwrap().clone();
+        Some(AppendError::IndexBacklog { entries, cause: cause.unwrap_or_else(|| "a table write is pending".into()) })
     }
 
     fn write_error(&self, error: WriteError) -> AppendError {
@@ -734,6 +763,9 @@ fn check_shape(parts: &[StreamAppend], limits: &crate::limits::Limits) -> Result
 fn clone_error(error: &AppendError) -> AppendError {
     match error {
         AppendError::NoSpace => AppendError::NoSpace,
+        AppendError::IndexBacklog { entries, cause } => {
+            AppendError::IndexBacklog { entries: *entries, cause: cause.clone() }
+        }
         AppendError::WriterStopped { cause } => AppendError::WriterStopped { cause: cause.clone() },
         other => AppendError::WriterStopped { cause: other.to_string() },
     }

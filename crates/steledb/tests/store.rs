@@ -653,6 +653,66 @@ fn a_failing_index_flush_is_reported_and_appends_go_on() {
     assert_eq!(store.read_stream("s", StreamStart::Start, Direction::Forward, 100).unwrap().len(), 8);
 }
 
+/// While index tables cannot be written, entries pile up in memory; past
+/// the backlog limit appends are refused (and write nothing) instead of
+/// memory growing until the process dies, and they resume on their own once
+/// the index can be written again.
+#[test]
+fn appends_are_refused_while_the_index_backlog_is_full_and_resume_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let memtable_entries_max = 4;
+    let config = StoreConfig { index_memtable_entries_max: memtable_entries_max, ..config(dir.path()) };
+    let store = Store::open_with(config.clone()).unwrap();
+    let one = |i: u64| vec![NewEvent::json(Uuid::from_u128(u128::from(i) + 1), "Sized", b"{}".to_vec())];
+    store.append("s", ExpectedRevision::Any, one(0)).unwrap();
+    let record_bytes = store.end_position();
+    let blocker = dir.path().join("index").join(format!("{:020}-{:020}.idx.tmp", 0, 4 * record_bytes));
+    std::fs::create_dir(&blocker).unwrap();
+    let backlog_max = steledb::limits::INDEX_BACKLOG_MEMTABLES_MAX * memtable_entries_max;
+    // The first memtable is frozen and fails to be written; the next
+    // `backlog_max` entries wait in the live memtable.
+    let accepted = (memtable_entries_max + backlog_max) as u64;
+    for i in 1..accepted {
+        store.append("s", ExpectedRevision::Any, one(i)).unwrap();
+    }
+    let reported = (0..200).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        store.index_error()
+    });
+    assert!(reported.expect("the failed flush is reported").contains("idx.tmp"));
+
+    let end = store.end_position();
+    match store.append("s", ExpectedRevision::Any, one(accepted)) {
+        Err(AppendError::IndexBacklog { entries, cause }) => {
+            assert_eq!(entries, backlog_max);
+            assert!(cause.contains("idx.tmp"), "{cause}");
+        }
+        other => panic!("expected IndexBacklog, got {other:?}"),
+    }
+    assert_eq!(store.end_position(), end, "a refused append writes nothing");
+    let read = store.read_stream("s", StreamStart::Start, Direction::Forward, 1_000).unwrap();
+    assert_eq!(read.len() as u64, accepted, "reads go on");
+
+    // The index can be written again: a retry (at most every
+    // INDEX_BACKLOG_RETRY_INTERVAL_US) clears the backlog and appends resume.
+    std::fs::remove_dir(&blocker).unwrap();
+    let resumed = (0..500).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        store.append("s", ExpectedRevision::Any, one(accepted)).is_ok()
+    });
+    assert!(resumed, "appends resume once the index can be written");
+    let cleared = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        store.index_error().is_none()
+    });
+    assert!(cleared, "the error is cleared once a table was written");
+    drop(store);
+    let store = Store::open_with(config).unwrap();
+    let read = store.read_stream("s", StreamStart::Start, Direction::Forward, 1_000).unwrap();
+    assert_eq!(read.len() as u64, accepted + 1);
+    assert!(read.iter().enumerate().all(|(i, e)| e.revision == i as u64));
+}
+
 /// Submits appends without waiting, so that they share group commits.
 fn submit(
     store: &Store,

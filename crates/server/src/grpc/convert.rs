@@ -156,9 +156,10 @@ pub fn append_status(error: &AppendError, append_size_bytes_max: usize) -> Statu
             put(&mut status, "maximum-append-size", &append_size_bytes_max.to_string());
             status
         }
-        AppendError::Overloaded { .. } | AppendError::NoSpace | AppendError::WriterStopped { .. } => {
-            Status::unavailable(error.to_string())
-        }
+        AppendError::Overloaded { .. }
+        | AppendError::NoSpace
+        | AppendError::IndexBacklog { .. }
+        | AppendError::WriterStopped { .. } => Status::unavailable(error.to_string()),
         AppendError::Read(read) => read_status(read),
         _ => bad_request(&error.to_string()),
     }

@@ -93,6 +93,7 @@ impl wire::multi_stream_append_server::MultiStreamAppend for MultiAppendService 
             Err(
                 error @ (AppendError::Overloaded { .. }
                 | AppendError::NoSpace
+                | AppendError::IndexBacklog { .. }
                 | AppendError::WriterStopped { .. }
                 | AppendError::Read(_)),
             ) => return Err(append_status(&error, self.state.config.limits.append_size_bytes_max)),

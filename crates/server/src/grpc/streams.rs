@@ -774,6 +774,7 @@ fn batch_error(error: &AppendError, stream: &str, append_size_bytes_max: usize) 
         }
         AppendError::Overloaded { .. }
         | AppendError::NoSpace
+        | AppendError::IndexBacklog { .. }
         | AppendError::WriterStopped { .. }
         | AppendError::Read(_) => (rpc::Code::Unavailable, "Unknown", shared::Unknown {}.encode_to_vec()),
         other => {

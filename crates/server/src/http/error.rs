@@ -152,6 +152,7 @@ impl From<AppendError> for ApiError {
             }
             AppendError::Overloaded { .. } => unavailable("overloaded"),
             AppendError::NoSpace => unavailable("no_space"),
+            AppendError::IndexBacklog { .. } => unavailable("index_backlog"),
             AppendError::WriterStopped { .. } => unavailable("writer_stopped"),
             AppendError::Read(read) => Self::from(read),
         }
