@@ -48,7 +48,9 @@ pub fn read_request(
                 Direction::Backward => read_req::options::ReadDirection::Backwards as i32,
             },
             resolve_links: false,
-            uuid_option: Some(UuidOption { content: Some(uuid_option::Content::String(Empty {})) }),
+            // Two varints instead of 36 characters: cheaper to encode on
+            // the server and to parse here.
+            uuid_option: Some(UuidOption { content: Some(uuid_option::Content::Structured(Empty {})) }),
             control_option: None,
             stream_option: Some(stream_option),
             count_option: Some(count_option),
