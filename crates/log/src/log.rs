@@ -359,7 +359,12 @@ impl Cursor {
         let want = length.max(CURSOR_CHUNK_BYTES).min(available);
         self.buffer.resize(want, 0);
         self.verified.clear();
-        read_exact(&segment, &mut self.buffer, segment.file_offset(position))?;
+        if let Err(error) = read_exact(&segment, &mut self.buffer, segment.file_offset(position)) {
+            // Part of the buffer may be overwritten: it no longer holds the
+            // log from `buffer_start`.
+            self.buffer.clear();
+            return Err(error);
+        }
         self.buffer_start = position;
         Ok(length)
     }
@@ -711,8 +716,18 @@ pub fn open(
     if scan_from > file_end {
         return Err(OpenError::LogBehindIndex { covered: scan_from, end: file_end, path: last.path.clone() });
     }
-    let scanned_from = scan_from.max(last.base);
+    let mut scanned_from = scan_from.max(last.base);
+    if scanned_from > last.base && !record_ends_at(&last, scanned_from) {
+        // No record ends where the index says it covers to. Zeros
+        // preallocated past the data make the file look longer than the
+        // data, so the size check above cannot tell: find the data's end by
+        // scanning the whole segment.
+        scanned_from = last.base;
+    }
     let tail = scan_tail(&last, scanned_from, file_end)?;
+    if tail.valid_end < scan_from {
+        return Err(OpenError::LogBehindIndex { covered: scan_from, end: tail.valid_end, path: last.path.clone() });
+    }
     if tail.valid_end < file_end {
         last.file.set_len(last.file_offset(tail.valid_end)).map_err(io_error(&last.path))?;
         last.file.sync_data().map_err(io_error(&last.path))?;
@@ -743,6 +758,26 @@ pub fn open(
         preallocate_failed: false,
     };
     Ok((writer, LogReader { shared }, recovery))
+}
+
+/// Whether a whole, valid record ends exactly at `position` in `segment`
+/// (read backwards from its trailing length, as `read_before` does).
+fn record_ends_at(segment: &Segment, position: u64) -> bool {
+    let Some(room) = position.checked_sub(segment.base) else { return false };
+    if room < RECORD_OVERHEAD as u64 {
+        return false;
+    }
+    let mut trailer = [0u8; 4];
+    if segment.file.read_exact_at(&mut trailer, segment.file_offset(position - 4)).is_err() {
+        return false;
+    }
+    let length = u64::from(u32::from_le_bytes(trailer));
+    if !(RECORD_OVERHEAD as u64..=room.min(RECORD_SIZE_BYTES_MAX as u64)).contains(&length) {
+        return false;
+    }
+    let mut frame = vec![0u8; length as usize];
+    segment.file.read_exact_at(&mut frame, segment.file_offset(position - length)).is_ok()
+        && decode_record(&frame).is_ok_and(|record| u64::from(record.length_bytes) == length)
 }
 
 struct TailScan {

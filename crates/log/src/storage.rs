@@ -84,18 +84,30 @@ impl StorageFile for DiskFile {
             self.0.write_all_at(&ZEROS[..n as usize], offset + done)?;
             done += n;
         }
-        // Start the write-back now, while the writer is idle, rather than
-        // inside the next commit's fdatasync.
-        use std::os::fd::AsRawFd;
-        // SAFETY: a plain system call on a descriptor this file owns.
-        let result = unsafe {
-            libc::sync_file_range(self.0.as_raw_fd(), offset as i64, len_bytes as i64, libc::SYNC_FILE_RANGE_WRITE)
-        };
-        if result != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        start_write_back(&self.0, offset, len_bytes)
     }
+}
+
+/// Starts writing `[offset, offset + len_bytes)` back to the disk without
+/// waiting, so it happens while the writer is idle rather than inside the
+/// next commit's fdatasync.
+#[cfg(target_os = "linux")]
+fn start_write_back(file: &File, offset: u64, len_bytes: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain system call on a descriptor this file owns.
+    let result = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset as i64, len_bytes as i64, libc::SYNC_FILE_RANGE_WRITE)
+    };
+    if result != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Elsewhere the next fdatasync writes the zeros back.
+#[cfg(not(target_os = "linux"))]
+fn start_write_back(_file: &File, _offset: u64, _len_bytes: u64) -> io::Result<()> {
+    Ok(())
 }
 
 impl Storage for DiskStorage {

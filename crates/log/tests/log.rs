@@ -1182,3 +1182,36 @@ fn preallocated_zeros_are_cut_on_close_and_by_recovery() {
     assert_eq!(lengths, data_lengths);
     check_model(&reader, &model);
 }
+
+/// Zeros preallocated past the data make the last segment's file longer
+/// than its data: an index that claims to cover part of them must still be
+/// found ahead of the log, not have the zeros taken for records.
+#[test]
+fn an_index_ahead_of_the_data_is_found_behind_preallocated_zeros() {
+    let config = LogConfig { segment_size_bytes: 4 * PREALLOCATE_CHUNK_BYTES };
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = Model::default();
+    let (mut writer, reader, _) = open_disk(dir.path(), config);
+    for i in 0..3u8 {
+        model.commit_one(&mut writer, &reader, &vec![(1, vec![i; 100])]);
+    }
+    assert!(writer.preallocate_ahead());
+    // A crash: the zeros stay.
+    std::mem::forget(writer);
+    drop(reader);
+    let end = model.end();
+    let path = segment_path(dir.path(), 0);
+    let before = std::fs::read(&path).unwrap();
+    for covered in [end + 1, end + 200, end + PREALLOCATE_CHUNK_BYTES] {
+        match open(Arc::new(DiskStorage), dir.path(), config, covered) {
+            Err(OpenError::LogBehindIndex { covered: c, end: e, .. }) => assert_eq!((c, e), (covered, end)),
+            Ok(_) => panic!("open must fail when the index covers {covered} and the data ends at {end}"),
+            Err(other) => panic!("expected LogBehindIndex, got {other}"),
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), before, "a failed open changes nothing");
+    }
+    // Covered up to a transaction end inside the data: fine, zeros cut.
+    let (_writer, reader, recovery) = open_disk_from(dir.path(), config, model.tx_ends[1]);
+    assert_eq!(recovery.end_position, end);
+    check_model(&reader, &model);
+}

@@ -305,10 +305,10 @@ impl<'s, G: Gateway, C: CheckpointStore, K: GatewayClock> GatewayRunner<'s, G, C
             checkpoint_every_events: 1,
             poll_interval: self.poll_interval,
         };
-        let dead_letter_stream = self.dead_letters.then(|| dead_letter_stream(&name));
         let mut delivery = Delivery {
             store: self.store,
-            dead_letter_stream,
+            dead_letter_stream: dead_letter_stream(&name),
+            keep_dead_letters: self.dead_letters,
             gateway: &mut self.gateway,
             clock: &mut self.clock,
             backoff: self.backoff,
@@ -324,8 +324,11 @@ impl<'s, G: Gateway, C: CheckpointStore, K: GatewayClock> GatewayRunner<'s, G, C
 /// The retry loop for one event, borrowed from the runner.
 struct Delivery<'r, G, K> {
     store: &'r dyn EventStore,
-    /// Where permanent refusals are recorded; `None`: they stop the run.
-    dead_letter_stream: Option<String>,
+    /// Where permanent refusals are recorded. Its events are never
+    /// delivered: a refused record of a refusal would make another one.
+    dead_letter_stream: String,
+    /// Whether permanent refusals are recorded; otherwise they stop the run.
+    keep_dead_letters: bool,
     gateway: &'r mut G,
     clock: &'r mut K,
     backoff: Backoff,
@@ -338,6 +341,9 @@ struct Delivery<'r, G, K> {
 
 impl<G: Gateway, K: GatewayClock> Delivery<'_, G, K> {
     fn deliver(&mut self, event: &RecordedEvent) -> Result<Handled, GatewayError> {
+        if event.stream() == self.dead_letter_stream {
+            return Ok(Handled::Done);
+        }
         let mut failures = 0u32;
         loop {
             if self.mode.stop_requested() {
@@ -365,11 +371,11 @@ impl<G: Gateway, K: GatewayClock> Delivery<'_, G, K> {
                     }
                 }
                 Err(GatewayError::Permanent(reason)) => {
-                    let Some(stream) = &self.dead_letter_stream else {
+                    if !self.keep_dead_letters {
                         return Err(GatewayError::Permanent(reason));
-                    };
+                    }
                     // The outside answered, so the breaker is left alone.
-                    record_dead_letter(self.store, stream, event, &reason).map_err(|error| {
+                    record_dead_letter(self.store, &self.dead_letter_stream, event, &reason).map_err(|error| {
                         GatewayError::Permanent(format!("{reason} (recording it as a dead letter failed: {error})"))
                     })?;
                     self.stats.dead_lettered += 1;

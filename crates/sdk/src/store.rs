@@ -161,12 +161,9 @@ impl EventStore for Store {
         let subscription = match to {
             SubscribeTo::All { after_position, filter } => {
                 let start = match after_position {
-                    Some(position) => {
-                        // A checkpoint past the end (from a replaced store)
-                        // gets the error that says so.
-                        self.check_all_position(position)?;
-                        AllStart::Position(self.position_after(position)?)
-                    }
+                    // A checkpoint past the end (from a replaced store) gets
+                    // the error that says so.
+                    Some(position) => AllStart::Position(self.resume_after(position)?),
                     None => AllStart::Start,
                 };
                 self.subscribe_all(start, filter.cloned(), FILTER_CHECKPOINT_INTERVAL_RECORDS)?

@@ -226,3 +226,30 @@ fn a_permanent_refusal_becomes_a_dead_letter_and_delivery_goes_on() {
     assert_eq!(again.stats().dead_lettered, 1);
     assert_eq!(store.read_forward(&stream, 0, 10).unwrap().len(), 1, "recorded once");
 }
+
+/// A gateway reading all of `$all` never delivers its own dead letters:
+/// refusing those too would record a refusal of a refusal, without end.
+#[test]
+fn a_gateway_never_delivers_its_own_dead_letters() {
+    struct RefusesAll(Vec<String>);
+    impl Gateway for RefusesAll {
+        fn name(&self) -> &str {
+            "strict"
+        }
+        fn deliver(&mut self, event: &RecordedEvent) -> Result<(), GatewayError> {
+            self.0.push(event.stream().to_owned());
+            Err(GatewayError::Permanent("no".into()))
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    sign_up(&store, [1, 2]);
+    let checkpoints = MemoryCheckpoints::new();
+    let mut runner = GatewayRunner::new(&store, RefusesAll(Vec::new()), checkpoints.clone(), SimClock::default())
+        .with_dead_letters();
+    runner.run_until_caught_up().unwrap();
+    // Once more, now that the dead letters are in the log.
+    runner.run_until_caught_up().unwrap();
+    assert_eq!(runner.gateway().0, ["user-1", "user-2"]);
+    assert_eq!(store.read_forward(&dead_letter_stream("strict"), 0, 10).unwrap().len(), 2);
+}

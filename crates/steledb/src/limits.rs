@@ -36,8 +36,9 @@ pub const RECENT_WINDOW_REPLAY_RECORDS_MAX: usize = 65_536;
 /// instead of memory growing until the process dies.
 pub const INDEX_BACKLOG_MEMTABLES_MAX: usize = 8;
 /// While appends are refused for an index backlog, the failed table write
-/// is retried at most this often (by the store's clock).
-pub const INDEX_BACKLOG_RETRY_INTERVAL_US: u64 = 100_000;
+/// is retried at most this often (by a monotonic clock: retrying is not
+/// state, and a wall clock set back must not hold it off).
+pub const INDEX_BACKLOG_RETRY_INTERVAL_MS: u64 = 100;
 /// Stream heads cached by the writer before the cache is cleared.
 pub const STREAM_CACHE_ENTRIES_MAX: usize = 262_144;
 

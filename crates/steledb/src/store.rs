@@ -443,6 +443,18 @@ impl Store {
         Ok(record.next_position())
     }
 
+    /// Where a `$all` reader that is done with the event at `position` (a
+    /// checkpoint) resumes: just after that event, or the end if `position`
+    /// is the end. Refused like [`check_all_position`](Self::check_all_position).
+    pub fn resume_after(&self, position: u64) -> Result<u64, ReadError> {
+        let end = self.shared.reader.committed_end();
+        if position == end {
+            return Ok(end);
+        }
+        self.check_all_position(position)?;
+        self.position_after(position)
+    }
+
     /// The event at an exact `$all` position.
     pub fn read_event_at(&self, position: u64) -> Result<RecordedEvent, ReadError> {
         self.shared.event_at(position)
@@ -492,7 +504,10 @@ impl Store {
     /// position of an event. Past the end is `PositionPastEnd`; anywhere
     /// else is `NotAnEventPosition`, carrying what reading there found.
     pub fn check_all_position(&self, position: u64) -> Result<(), ReadError> {
-        let end = self.end_position();
+        // `$all` readers (cursors, subscriptions) go up to the committed
+        // end, a little ahead of `end_position` while the writer updates
+        // the index: an event a subscriber has seen is inside it.
+        let end = self.shared.reader.committed_end();
         if position == 0 || position == end {
             return Ok(());
         }

@@ -17,7 +17,7 @@ use crate::error::AppendError;
 use crate::fast_hash::FastMap;
 use crate::index::Entry;
 use crate::limits::{
-    INDEX_BACKLOG_MEMTABLES_MAX, INDEX_BACKLOG_RETRY_INTERVAL_US, RECENT_APPENDS_MAX, STREAM_CACHE_ENTRIES_MAX,
+    INDEX_BACKLOG_MEMTABLES_MAX, INDEX_BACKLOG_RETRY_INTERVAL_MS, RECENT_APPENDS_MAX, STREAM_CACHE_ENTRIES_MAX,
 };
 use crate::metadata::StreamMetadata;
 use crate::shared::{Head, Shared};
@@ -165,9 +165,8 @@ pub(crate) struct Writer {
     index_job: Option<std::thread::JoinHandle<()>>,
     /// Memtable size at which the next flush is tried.
     flush_at_entries: usize,
-    /// When a failed table write was last retried for a refused batch
-    /// (store clock, microseconds).
-    backlog_retried_at_us: u64,
+    /// When a failed table write was last retried for a refused batch.
+    backlog_retried_at: Option<std::time::Instant>,
     /// Where committed requests go to be answered, and the thread that
     /// answers them (see `spawn_answerer`); `None` if that thread could
     /// not start: then the writer answers.
@@ -209,7 +208,7 @@ impl Writer {
             memtable_entries_max,
             index_job: None,
             flush_at_entries: memtable_entries_max,
-            backlog_retried_at_us: 0,
+            backlog_retried_at: None,
             answerer: None,
         }
     }
@@ -274,7 +273,7 @@ impl Writer {
     fn process(&mut self, batch: Vec<Request>) -> Vec<Request> {
         // Time is an input: stamped once per batch, never read while applying.
         let stamp_us = self.shared.clock.now_us().max(self.last_stamp_us);
-        if let Some(refusal) = self.index_backlog(stamp_us) {
+        if let Some(refusal) = self.index_backlog() {
             for request in batch {
                 request.answer(Err(clone_error(&refusal)));
             }
@@ -431,20 +430,36 @@ impl Writer {
     }
 
     /// The refusal every request gets while index entries cannot be written
-    /// and too many wait in memory. Retries the failed table write now and
-    /// then (not per refused batch: each try sorts the frozen memtable).
-    fn index_backlog(&mut self, now_us: u64) -> Option<AppendError> {
-        let index = &self.shared.index;
-        let entries = index.memtable_len();
-        if !index.has_frozen() || entries < INDEX_BACKLOG_MEMTABLES_MAX * self.memtable_entries_max {
+    /// and too many wait in memory. Now and then it retries the failed
+    /// table write itself: nothing can be written until that succeeds, and
+    /// a retry that succeeds lets this very batch through.
+    fn index_backlog(&mut self) -> Option<AppendError> {
+        let backlog_entries_max = INDEX_BACKLOG_MEMTABLES_MAX * self.memtable_entries_max;
+        let backlogged =
+            |index: &crate::index::Index| index.has_frozen() && index.memtable_len() >= backlog_entries_max;
+        if !backlogged(&self.shared.index) {
             return None;
         }
-        if now_us.saturating_sub(self.backlog_retried_at_us) >= INDEX_BACKLOG_RETRY_INTERVAL_US {
-            self.backlog_retried_at_us = now_us;
-            self.flush_index(self.log.committed_end());
+        let retry_interval = std::time::Duration::from_millis(INDEX_BACKLOG_RETRY_INTERVAL_MS);
+        if self.backlog_retried_at.is_none_or(|at| at.elapsed() >= retry_interval) {
+            self.backlog_retried_at = Some(std::time::Instant::now());
+            // Never two writes of the frozen memtable at once.
+            if let Some(job) = self.index_job.take() {
+                let _ = job.join();
+            }
+            if self.shared.index.has_frozen() {
+                let result = self.shared.index.write_frozen();
+                *self.shared.index_error.lock().unwrap() = result.err().map(|error| error.to_string());
+            }
+            if !backlogged(&self.shared.index) {
+                return None;
+            }
         }
         let cause = self.shared.index_error.lock().unwrap().clone();
-        Some(AppendError::IndexBacklog { entries, cause: cause.unwrap_or_else(|| "a table write is pending".into()) })
+        Some(AppendError::IndexBacklog {
+            entries: self.shared.index.memtable_len(),
+            cause: cause.unwrap_or_else(|| "a table write is pending".into()),
+        })
     }
 
     fn write_error(&self, error: WriteError) -> AppendError {

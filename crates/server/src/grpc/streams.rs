@@ -325,16 +325,8 @@ fn to_filter(options: read_req::options::FilterOptions) -> Result<(EventFilter, 
 /// A subscription from `$all` position `p` starts after the event at `p`.
 async fn position_after(state: &SharedState, position: u64) -> Result<u64, Status> {
     let store = state.store.clone();
-    blocking(move || {
-        // After the end is the end; past it is refused (as KurrentDB does).
-        let end = store.end_position();
-        if position == end {
-            return Ok(end);
-        }
-        store.check_all_position(position).map_err(|e| read_status(&e))?;
-        store.position_after(position).map_err(|e| read_status(&e))
-    })
-    .await
+    // After the end is the end; past it is refused (as KurrentDB does).
+    blocking(move || store.resume_after(position).map_err(|e| read_status(&e))).await
 }
 
 async fn read_stream(
