@@ -249,8 +249,10 @@ impl<'s, G: Gateway, C: CheckpointStore, K: GatewayClock> GatewayRunner<'s, G, C
     ///
     /// The record's id is derived from the refused event's id, so a crash
     /// between recording and checkpointing records it once (within the
-    /// store's idempotency window). If recording fails, the run stops as
-    /// it would without dead letters, the checkpoint before the event.
+    /// store's idempotency window). A busy or full store is waited out
+    /// with the delivery back-off; any other failure to record stops the
+    /// run as it would without dead letters, the checkpoint before the
+    /// event.
     pub fn with_dead_letters(mut self) -> Self {
         self.dead_letters = true;
         self
@@ -375,9 +377,24 @@ impl<G: Gateway, K: GatewayClock> Delivery<'_, G, K> {
                         return Err(GatewayError::Permanent(reason));
                     }
                     // The outside answered, so the breaker is left alone.
-                    record_dead_letter(self.store, &self.dead_letter_stream, event, &reason).map_err(|error| {
-                        GatewayError::Permanent(format!("{reason} (recording it as a dead letter failed: {error})"))
-                    })?;
+                    let mut store_failures = 0u32;
+                    loop {
+                        match record_dead_letter(self.store, &self.dead_letter_stream, event, &reason) {
+                            Ok(()) => break,
+                            // A busy or full store: try again, as a delivery would be.
+                            Err(error) if error.is_transient() => {
+                                if self.mode.stop_requested() {
+                                    return Ok(Handled::Stopped);
+                                }
+                                store_failures = store_failures.saturating_add(1);
+                                self.wait(self.backoff.delay_ms(store_failures));
+                            }
+                            Err(error) => {
+                                let message = format!("{reason} (recording it as a dead letter failed: {error})");
+                                return Err(GatewayError::Permanent(message));
+                            }
+                        }
+                    }
                     self.stats.dead_lettered += 1;
                     return Ok(Handled::Done);
                 }

@@ -174,7 +174,7 @@ impl EventSubscription for ResumingSubscription {
 /// Failures of the connection or of the server's availability, after
 /// which subscribing again can succeed; a refused request (a tombstoned
 /// stream, a position that is not an event) cannot.
-fn is_transient(error: &ClientError) -> bool {
+pub(crate) fn is_transient(error: &ClientError) -> bool {
     match error {
         ClientError::Connect { .. }
         | ClientError::Transport { .. }

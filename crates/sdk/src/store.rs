@@ -37,6 +37,23 @@ pub enum StoreError {
     Backend(Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl StoreError {
+    /// Whether trying again later can succeed: the store is busy, full or
+    /// out of reach, rather than refusing the request itself.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Append(AppendError::Overloaded { .. } | AppendError::NoSpace | AppendError::IndexBacklog { .. }) => {
+                true
+            }
+            #[cfg(feature = "remote")]
+            Self::Backend(inner) => {
+                inner.downcast_ref::<steledb_client::ClientError>().is_some_and(crate::remote::is_transient)
+            }
+            _ => false,
+        }
+    }
+}
+
 impl From<AppendError> for StoreError {
     fn from(error: AppendError) -> Self {
         match error {

@@ -4,10 +4,13 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use steledb::{EventFilter, ExpectedRevision, NewEvent, RecordedEvent, Store, Uuid};
+use steledb::{
+    AppendError, AppendResult, EventFilter, ExpectedRevision, NewEvent, RecordedEvent, Store, StreamAppend, Uuid,
+};
 use steledb_sdk::{
-    dead_letter_stream, Backoff, BreakerConfig, BreakerState, EventStore, Gateway, GatewayClock, GatewayError,
-    GatewayRunner, MemoryCheckpoints, Source, StopHandle, DEAD_LETTER_EVENT_TYPE,
+    dead_letter_stream, Backoff, BreakerConfig, BreakerState, EventStore, EventSubscription, Gateway, GatewayClock,
+    GatewayError, GatewayRunner, MemoryCheckpoints, Source, StopHandle, StoreError, SubscribeTo,
+    DEAD_LETTER_EVENT_TYPE,
 };
 
 /// (time of the call, event number, succeeded), shared with the test.
@@ -252,4 +255,64 @@ fn a_gateway_never_delivers_its_own_dead_letters() {
     runner.run_until_caught_up().unwrap();
     assert_eq!(runner.gateway().0, ["user-1", "user-2"]);
     assert_eq!(store.read_forward(&dead_letter_stream("strict"), 0, 10).unwrap().len(), 2);
+}
+
+/// A store that is busy for the first `busy_left` appends to one stream.
+struct BusyFor {
+    inner: Store,
+    stream: String,
+    busy_left: std::sync::Mutex<u32>,
+}
+
+impl EventStore for BusyFor {
+    fn read_forward(&self, stream: &str, from: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        EventStore::read_forward(&self.inner, stream, from, limit)
+    }
+    fn read_last(&self, stream: &str) -> Result<Option<RecordedEvent>, StoreError> {
+        EventStore::read_last(&self.inner, stream)
+    }
+    fn append_multi(&self, parts: Vec<StreamAppend>) -> Result<Vec<AppendResult>, StoreError> {
+        let mut busy_left = self.busy_left.lock().unwrap();
+        if *busy_left > 0 && parts.iter().any(|p| p.stream == self.stream) {
+            *busy_left -= 1;
+            return Err(StoreError::Append(AppendError::Overloaded { capacity: 1 }));
+        }
+        EventStore::append_multi(&self.inner, parts)
+    }
+    fn subscribe(&self, to: SubscribeTo<'_>) -> Result<Box<dyn EventSubscription>, StoreError> {
+        EventStore::subscribe(&self.inner, to)
+    }
+    fn last_position(&self) -> Result<Option<u64>, StoreError> {
+        EventStore::last_position(&self.inner)
+    }
+}
+
+/// A busy store does not stop a gateway from recording a dead letter: it is
+/// waited out with the delivery back-off.
+#[test]
+fn a_busy_store_is_waited_out_when_recording_a_dead_letter() {
+    struct RefusesAll;
+    impl Gateway for RefusesAll {
+        fn name(&self) -> &str {
+            "strict"
+        }
+        fn source(&self) -> Source {
+            Source::AllFiltered(EventFilter::StreamPrefix(vec!["user-".into()]))
+        }
+        fn deliver(&mut self, _: &RecordedEvent) -> Result<(), GatewayError> {
+            Err(GatewayError::Permanent("no".into()))
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let inner = Store::open(dir.path()).unwrap();
+    sign_up(&inner, [1]);
+    let store = BusyFor { inner, stream: dead_letter_stream("strict"), busy_left: std::sync::Mutex::new(3) };
+    let clock = SimClock::default();
+    let mut runner = GatewayRunner::new(&store, RefusesAll, MemoryCheckpoints::new(), clock.clone())
+        .with_backoff(BACKOFF)
+        .with_dead_letters();
+    assert_eq!(runner.run_until_caught_up().unwrap().events_handled, 1);
+    assert_eq!(runner.stats().dead_lettered, 1);
+    assert_eq!(clock.0.get(), 10 + 20 + 40, "three back-offs");
+    assert_eq!(EventStore::read_forward(&store, &dead_letter_stream("strict"), 0, 10).unwrap().len(), 1);
 }
