@@ -473,6 +473,13 @@ impl LogWriter {
         }
     }
 
+    /// [`preallocate_ahead`](Self::preallocate_ahead) once less than half
+    /// of [`PREALLOCATE_AHEAD_BYTES`] is left: for a writer kept so busy it
+    /// is never idle. Returns whether it wrote anything.
+    pub fn top_up_preallocation(&mut self) -> bool {
+        self.preallocated_bytes() < PREALLOCATE_AHEAD_BYTES / 2 && self.preallocate_ahead()
+    }
+
     /// Stages one atomic transaction (a non-empty list of `(kind, payload)`)
     /// and returns the position of each record. Nothing is written or visible
     /// until [`LogWriter::commit`].
@@ -771,10 +778,9 @@ fn record_ends_at(segment: &Segment, position: u64) -> bool {
     if segment.file.read_exact_at(&mut trailer, segment.file_offset(position - 4)).is_err() {
         return false;
     }
-    let length = u64::from(u32::from_le_bytes(trailer));
-    if !(RECORD_OVERHEAD as u64..=room.min(RECORD_SIZE_BYTES_MAX as u64)).contains(&length) {
+    let Some(length) = peek_record_length(&trailer).ok().map(|n| n as u64).filter(|&n| n <= room) else {
         return false;
-    }
+    };
     let mut frame = vec![0u8; length as usize];
     segment.file.read_exact_at(&mut frame, segment.file_offset(position - length)).is_ok()
         && decode_record(&frame).is_ok_and(|record| u64::from(record.length_bytes) == length)

@@ -451,8 +451,10 @@ impl Store {
         if position == end {
             return Ok(end);
         }
-        self.check_all_position(position)?;
-        self.position_after(position)
+        if position > end {
+            return Err(ReadError::PositionPastEnd { position, end });
+        }
+        self.position_after(position).map_err(|error| not_an_event_at(position, error))
     }
 
     /// The event at an exact `$all` position.
@@ -514,13 +516,7 @@ impl Store {
         if position > end {
             return Err(ReadError::PositionPastEnd { position, end });
         }
-        match self.read_event_at(position) {
-            Ok(_) => Ok(()),
-            Err(error @ (ReadError::Log(stele_log::ReadError::BadRecord { .. }) | ReadError::BadEvent { .. })) => {
-                Err(ReadError::NotAnEventPosition { position, source: Box::new(error) })
-            }
-            Err(other) => Err(other),
-        }
+        self.read_event_at(position).map(drop).map_err(|error| not_an_event_at(position, error))
     }
 
     /// Subscribes to one stream, from a revision (inclusive), the start or the end.
@@ -746,5 +742,17 @@ pub fn log_sync_bucket_bound_seconds(i: usize) -> String {
     match stele_log::SYNC_LATENCY_BUCKETS_US.get(i) {
         Some(bound_us) => format!("{}", *bound_us as f64 / 1e6),
         None => "+Inf".to_owned(),
+    }
+}
+
+/// What reading at a `$all` position from outside found, as the caller
+/// should hear it: no event starts there (the record did not decode), or
+/// the read itself failed.
+fn not_an_event_at(position: u64, error: ReadError) -> ReadError {
+    match error {
+        ReadError::Log(stele_log::ReadError::BadRecord { .. }) | ReadError::BadEvent { .. } => {
+            ReadError::NotAnEventPosition { position, source: Box::new(error) }
+        }
+        other => other,
     }
 }

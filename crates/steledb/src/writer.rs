@@ -10,7 +10,7 @@ use std::ops::Range;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 
-use stele_log::{LogWriter, WriteError, PREALLOCATE_AHEAD_BYTES};
+use stele_log::{LogWriter, WriteError};
 
 use crate::codec::{encode_event, stream_hash, EventFields, KIND_EVENT};
 use crate::error::AppendError;
@@ -271,14 +271,14 @@ impl Writer {
     /// the commit. Returns the requests that must be decided again once this
     /// batch is committed (see `must_wait_for_commit`).
     fn process(&mut self, batch: Vec<Request>) -> Vec<Request> {
-        // Time is an input: stamped once per batch, never read while applying.
-        let stamp_us = self.shared.clock.now_us().max(self.last_stamp_us);
         if let Some(refusal) = self.index_backlog() {
             for request in batch {
                 request.answer(Err(clone_error(&refusal)));
             }
             return Vec::new();
         }
+        // Time is an input: stamped once per batch, never read while applying.
+        let stamp_us = self.shared.clock.now_us().max(self.last_stamp_us);
         let mut overlay: FastMap<String, Head> = FastMap::default();
         let mut waiting: Vec<(Request, Vec<AppendResult>)> = Vec::new();
         let mut carried: Vec<Request> = Vec::new();
@@ -375,9 +375,7 @@ impl Writer {
                 }
                 // A writer kept busy is never idle long enough to zero the
                 // log ahead (see `run`): top it up while the answers go out.
-                if self.log.preallocated_bytes() < PREALLOCATE_AHEAD_BYTES / 2 {
-                    self.log.preallocate_ahead();
-                }
+                self.log.top_up_preallocation();
             }
             Err(error) => {
                 let error = self.write_error(error);
@@ -411,11 +409,9 @@ impl Writer {
         }
         let shared = self.shared.clone();
         let job = std::thread::Builder::new().name("stele-index".into()).spawn(move || {
-            if let Err(error) = shared.index.write_frozen() {
-                *shared.index_error.lock().unwrap() = Some(error.to_string());
+            if !write_frozen_table(&shared) {
                 return;
             }
-            *shared.index_error.lock().unwrap() = None;
             // A merge that fails leaves the tables as they were.
             if shared.index.needs_merge() {
                 let _ = shared.index.merge();
@@ -448,8 +444,7 @@ impl Writer {
                 let _ = job.join();
             }
             if self.shared.index.has_frozen() {
-                let result = self.shared.index.write_frozen();
-                *self.shared.index_error.lock().unwrap() = result.err().map(|error| error.to_string());
+                write_frozen_table(&self.shared);
             }
             if !backlogged(&self.shared.index) {
                 return None;
@@ -773,6 +768,15 @@ fn check_shape(parts: &[StreamAppend], limits: &crate::limits::Limits) -> Result
         return Err(AppendError::AppendTooLarge { size_bytes, limit_bytes: limits.append_size_bytes_max });
     }
     Ok(())
+}
+
+/// Writes the frozen memtable as a table and records the outcome where
+/// `Store::index_error` reports it. Returns whether it was written.
+fn write_frozen_table(shared: &Shared) -> bool {
+    let result = shared.index.write_frozen();
+    let written = result.is_ok();
+    *shared.index_error.lock().unwrap() = result.err().map(|error| error.to_string());
+    written
 }
 
 fn clone_error(error: &AppendError) -> AppendError {

@@ -17,6 +17,15 @@ fn events(n: usize) -> Vec<NewEvent> {
     (0..n).map(|i| event("Counted", &format!("{{\"i\":{i}}}"))).collect()
 }
 
+/// What `probe` finds, trying every 10 ms for up to 2 s (work the writer
+/// does in the background after it has replied).
+fn within_2_s<T>(mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    (0..200).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        probe()
+    })
+}
+
 fn read_all_events(store: &Store) -> Vec<RecordedEvent> {
     store.read_all(AllStart::Start, Direction::Forward, usize::MAX, None).unwrap().events
 }
@@ -630,23 +639,14 @@ fn a_failing_index_flush_is_reported_and_appends_go_on() {
     }
     assert_eq!(store.end_position(), 4 * record_bytes);
     // The writer flushes after it has replied: wait for it.
-    let reported = || {
-        (0..200).find_map(|_| {
-            std::thread::sleep(Duration::from_millis(10));
-            store.index_error()
-        })
-    };
-    let error = reported().expect("the failed flush is reported");
+    let error = within_2_s(|| store.index_error()).expect("the failed flush is reported");
     assert!(error.contains("idx.tmp"), "{error}");
     std::fs::remove_dir(&blocker).unwrap();
     for i in 4..8 {
         store.append("s", ExpectedRevision::Any, same_size(i)).unwrap();
     }
-    let cleared = (0..200).any(|_| {
-        std::thread::sleep(Duration::from_millis(10));
-        store.index_error().is_none()
-    });
-    assert!(cleared, "the retry after another memtable's worth succeeded");
+    let cleared = within_2_s(|| store.index_error().is_none().then_some(()));
+    assert!(cleared.is_some(), "the retry after another memtable's worth succeeded");
     assert_eq!(store.read_stream("s", StreamStart::Start, Direction::Forward, 100).unwrap().len(), 8);
     drop(store);
     let store = Store::open_with(config).unwrap();
@@ -675,10 +675,7 @@ fn appends_are_refused_while_the_index_backlog_is_full_and_resume_after() {
     for i in 1..accepted {
         store.append("s", ExpectedRevision::Any, one(i)).unwrap();
     }
-    let reported = (0..200).find_map(|_| {
-        std::thread::sleep(Duration::from_millis(10));
-        store.index_error()
-    });
+    let reported = within_2_s(|| store.index_error());
     assert!(reported.expect("the failed flush is reported").contains("idx.tmp"));
 
     let end = store.end_position();
@@ -696,16 +693,10 @@ fn appends_are_refused_while_the_index_backlog_is_full_and_resume_after() {
     // The index can be written again: a retry (at most every
     // INDEX_BACKLOG_RETRY_INTERVAL_US) clears the backlog and appends resume.
     std::fs::remove_dir(&blocker).unwrap();
-    let resumed = (0..500).any(|_| {
-        std::thread::sleep(Duration::from_millis(10));
-        store.append("s", ExpectedRevision::Any, one(accepted)).is_ok()
-    });
-    assert!(resumed, "appends resume once the index can be written");
-    let cleared = (0..200).any(|_| {
-        std::thread::sleep(Duration::from_millis(10));
-        store.index_error().is_none()
-    });
-    assert!(cleared, "the error is cleared once a table was written");
+    let resumed = within_2_s(|| store.append("s", ExpectedRevision::Any, one(accepted)).ok());
+    assert!(resumed.is_some(), "appends resume once the index can be written");
+    let cleared = within_2_s(|| store.index_error().is_none().then_some(()));
+    assert!(cleared.is_some(), "the error is cleared once a table was written");
     drop(store);
     let store = Store::open_with(config).unwrap();
     let read = store.read_stream("s", StreamStart::Start, Direction::Forward, 1_000).unwrap();
