@@ -55,6 +55,11 @@ pub struct BenchArgs {
     /// With `--target`: the gRPC call each append is.
     #[arg(long, value_enum, default_value_t = AppendApi::Append)]
     api: AppendApi,
+    /// With `--target`: HTTP/2 connections the `--writers` clients share,
+    /// round robin (default: one connection per client). One connection
+    /// shared by many tasks is how an application uses an official client.
+    #[arg(long)]
+    connections: Option<usize>,
     /// Bytes of data per event.
     #[arg(long, default_value_t = 200)]
     event_bytes: usize,
@@ -465,10 +470,15 @@ fn remote_events(
 async fn remote_append(args: &BenchArgs, target: &str) -> Result<Report, String> {
     let appends_total = args.events.div_ceil(args.events_per_append as u64);
     let per_client = appends_total.div_ceil(args.writers as u64);
-    let mut clients = Vec::with_capacity(args.writers);
-    for _ in 0..args.writers {
-        clients.push(crate::remote::connect(target).await?);
+    let connections_count = args.connections.unwrap_or(args.writers);
+    if connections_count == 0 || connections_count > args.writers {
+        return Err(format!("--connections must be between 1 and --writers ({})", args.writers));
     }
+    let mut connections = Vec::with_capacity(connections_count);
+    for _ in 0..connections_count {
+        connections.push(crate::remote::connect(target).await?);
+    }
+    let clients: Vec<_> = (0..args.writers).map(|n| connections[n % connections_count].clone()).collect();
     let started = Instant::now();
     let tasks: Vec<_> = clients
         .into_iter()
@@ -520,7 +530,11 @@ async fn remote_append(args: &BenchArgs, target: &str) -> Result<Report, String>
         elapsed,
         latencies_ns,
         bytes_written: 0,
-        extra: vec![("clients", args.writers.into()), ("events_per_append", args.events_per_append.into())],
+        extra: vec![
+            ("clients", args.writers.into()),
+            ("connections", connections_count.into()),
+            ("events_per_append", args.events_per_append.into()),
+        ],
     })
 }
 

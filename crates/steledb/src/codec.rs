@@ -99,11 +99,26 @@ pub struct EventView<'a> {
     pub(crate) layout: FieldLayout,
 }
 
-impl EventView<'_> {
+impl<'a> EventView<'a> {
     /// An owned copy in a buffer of its own. Reads that return many events
     /// use an [`EventArena`] instead.
     pub fn to_recorded(&self, position: u64) -> RecordedEvent {
         RecordedEvent::from_view(self, position, Bytes::copy_from_slice(self.fields))
+    }
+
+    /// The event's fields, still borrowed, with its `$all` position.
+    pub fn parts(&self, position: u64) -> crate::RecordedEventParts<'a> {
+        crate::RecordedEventParts {
+            id: self.id,
+            stream: self.stream,
+            revision: self.revision,
+            position,
+            event_type: self.event_type,
+            content_type: self.content_type,
+            data: self.data,
+            metadata: self.metadata,
+            recorded_at_us: self.recorded_at_us,
+        }
     }
 }
 

@@ -73,6 +73,9 @@ pub struct AllSlice {
 struct ReadableRange {
     low: u64,
     high: u64,
+    /// The stream's first readable and last revisions.
+    first: u64,
+    last: u64,
     metadata: StreamMetadata,
 }
 
@@ -269,6 +272,8 @@ impl Store {
 
     /// Reads up to `limit` events of a stream. A missing or soft-deleted
     /// stream is `StreamNotFound`; a tombstoned one is `StreamDeleted`.
+    /// Events past the stream's `$maxAge` are skipped, and the read goes on
+    /// past them until it has `limit` events or reaches the stream's end.
     pub fn read_stream(
         &self,
         stream: &str,
@@ -276,15 +281,21 @@ impl Store {
         direction: Direction,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
-        let Some(range) = self.readable_range(stream, start, direction, limit)? else { return Ok(Vec::new()) };
-        let mut events = self.shared.stream_events(stream, range.low, range.high)?;
-        if range.metadata.max_age_secs.is_some() {
-            let now_us = self.shared.clock.now_us();
-            events.retain(|e| !range.metadata.is_expired(e.recorded_at_us, now_us));
-        }
-        if direction == Direction::Backward {
-            events.reverse();
-        }
+        let mut events = Vec::new();
+        self.read_ranges(stream, start, direction, limit, |range, wanted| {
+            let mut page = self.shared.stream_events(stream, range.low, range.high)?;
+            if range.metadata.max_age_secs.is_some() {
+                let now_us = self.shared.clock.now_us();
+                page.retain(|e| !range.metadata.is_expired(e.recorded_at_us, now_us));
+            }
+            if direction == Direction::Backward {
+                page.reverse();
+            }
+            page.truncate(wanted);
+            let taken = page.len();
+            events.append(&mut page);
+            Ok(taken)
+        })?;
         Ok(events)
     }
 
@@ -298,16 +309,53 @@ impl Store {
         limit: usize,
         mut visit: impl FnMut(crate::codec::EventView<'_>, u64),
     ) -> Result<usize, ReadError> {
-        let Some(range) = self.readable_range(stream, start, Direction::Forward, limit)? else { return Ok(0) };
-        let now_us = if range.metadata.max_age_secs.is_some() { self.shared.clock.now_us() } else { 0 };
         let mut visited = 0;
-        self.shared.visit_stream(stream, range.low, range.high, |view, position| {
-            if range.metadata.max_age_secs.is_none() || !range.metadata.is_expired(view.recorded_at_us, now_us) {
-                visited += 1;
-                visit(view, position);
-            }
+        self.read_ranges(stream, start, Direction::Forward, limit, |range, wanted| {
+            let now_us = if range.metadata.max_age_secs.is_some() { self.shared.clock.now_us() } else { 0 };
+            let mut taken = 0;
+            self.shared.visit_stream(stream, range.low, range.high, |view, position| {
+                if taken < wanted && !range.metadata.is_expired(view.recorded_at_us, now_us) {
+                    taken += 1;
+                    visit(view, position);
+                }
+            })?;
+            visited += taken;
+            Ok(taken)
         })?;
         Ok(visited)
+    }
+
+    /// Calls `read(range, wanted)` on successive revision ranges from
+    /// `start` until `limit` events are taken or the stream ends; `read`
+    /// takes at most `wanted` of its range and returns how many it took.
+    /// Without `$maxAge` the first range holds all `limit`. With it,
+    /// expired events are skipped, so a read from the start of a stream
+    /// whose first thousand events expired still returns the live ones
+    /// (once skipping began, ranges are at least `EXPIRED_SKIP_SPAN` wide).
+    fn read_ranges(
+        &self,
+        stream: &str,
+        start: StreamStart,
+        direction: Direction,
+        limit: usize,
+        mut read: impl FnMut(&ReadableRange, usize) -> Result<usize, ReadError>,
+    ) -> Result<(), ReadError> {
+        const EXPIRED_SKIP_SPAN: usize = 512;
+        let limit = limit.min(READ_EVENTS_MAX);
+        let (mut start, mut taken, mut span) = (start, 0, limit);
+        while taken < limit {
+            let Some(range) = self.readable_range(stream, start, direction, span)? else { return Ok(()) };
+            let took = read(&range, limit - taken)?;
+            assert!(took <= limit - taken);
+            taken += took;
+            span = (limit - taken).max(EXPIRED_SKIP_SPAN);
+            start = match direction {
+                Direction::Forward if range.high < range.last => StreamStart::Revision(range.high + 1),
+                Direction::Backward if range.low > range.first => StreamStart::Revision(range.low - 1),
+                _ => return Ok(()),
+            };
+        }
+        Ok(())
     }
 
     /// The revisions a read of `limit` events from `start` covers, after
@@ -357,7 +405,7 @@ impl Store {
         if low > high || high < first {
             return Ok(None);
         }
-        Ok(Some(ReadableRange { low, high, metadata }))
+        Ok(Some(ReadableRange { low, high, first, last, metadata }))
     }
 
     /// Reads up to `limit` events of `$all` (matching `filter`, if given).

@@ -256,9 +256,31 @@ fn metadata_limits_what_is_readable() {
     clock.advance_us(10_000_000);
     store.append("aging", ExpectedRevision::Any, events(1)).unwrap();
     let max_age = StreamMetadata { max_age_secs: Some(5), ..Default::default() };
-    store.set_stream_metadata("aging", ExpectedRevision::Any, max_age).unwrap();
+    store.set_stream_metadata("aging", ExpectedRevision::Any, max_age.clone()).unwrap();
     let read = store.read_stream("aging", StreamStart::Start, Direction::Forward, 100).unwrap();
     assert_eq!(read.iter().map(|e| e.revision).collect::<Vec<_>>(), vec![2]);
+
+    // A page smaller than the expired prefix still reaches the live events
+    // (a pager that stops at a short page saw none before), both ways.
+    let many_expired = 1200;
+    store.append("aged", ExpectedRevision::Any, events(many_expired)).unwrap();
+    store.set_stream_metadata("aged", ExpectedRevision::Any, max_age).unwrap();
+    clock.advance_us(10_000_000);
+    store.append("aged", ExpectedRevision::Any, events(3)).unwrap();
+    let live: Vec<u64> = (1200..1203).collect();
+    for limit in [1, 2, 3, 512, 5000] {
+        let forward = store.read_stream("aged", StreamStart::Start, Direction::Forward, limit).unwrap();
+        let expected: Vec<u64> = live.iter().copied().take(limit).collect();
+        assert_eq!(forward.iter().map(|e| e.revision).collect::<Vec<_>>(), expected, "forward, limit {limit}");
+        let mut scanned = Vec::new();
+        let visited = store.scan_stream("aged", StreamStart::Start, limit, |view, _| scanned.push(view.revision));
+        assert_eq!((visited.unwrap(), scanned), (expected.len(), expected), "scan, limit {limit}");
+        let backward = store.read_stream("aged", StreamStart::End, Direction::Backward, limit).unwrap();
+        let expected: Vec<u64> = live.iter().rev().copied().take(limit).collect();
+        assert_eq!(backward.iter().map(|e| e.revision).collect::<Vec<_>>(), expected, "backward, limit {limit}");
+    }
+    let before_live = StreamStart::Revision(1199);
+    assert!(store.read_stream("aged", before_live, Direction::Backward, 10).unwrap().is_empty());
 }
 
 #[test]

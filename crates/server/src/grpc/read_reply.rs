@@ -5,13 +5,16 @@
 //! three system-metadata strings, the stream name, the id) that are thrown
 //! away as soon as it is encoded. [`ReadReply::Event`] keeps the
 //! `RecordedEvent` instead and [`ReadCodec`] writes its protobuf bytes
-//! directly; every other reply is the generated message. The bytes are the
-//! ones prost would write for the same message (a test compares them).
+//! directly; forward stream reads go further and encode each reply on the
+//! blocking thread straight from the store's read buffer
+//! ([`EncodedReplies`]), with no owned copy of the event at all. Every
+//! other reply is the generated message. The bytes are the ones prost
+//! would write for the same message (a test compares them).
 
-use bytes::BufMut;
+use bytes::{BufMut, Bytes};
 use prost::encoding::{encoded_len_varint, key_len, WireType};
 use prost::Message;
-use steledb::RecordedEvent;
+use steledb::{RecordedEvent, RecordedEventParts};
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 
@@ -28,6 +31,8 @@ pub enum ReadReply {
         event: RecordedEvent,
         uuid_as_string: bool,
     },
+    /// A whole `ReadResp` already encoded (see [`EncodedReplies`]).
+    Encoded(Bytes),
 }
 
 impl ReadReply {
@@ -41,7 +46,40 @@ impl ReadReply {
                     uuid_as_string,
                 ))),
             },
+            Self::Encoded(bytes) => ReadResp::decode(bytes).expect("replies are encoded here, as ReadResp"),
         }
+    }
+}
+
+/// Event replies encoded back to back into one buffer where the events are
+/// read, then handed out as one [`ReadReply::Encoded`] slice each: one
+/// allocation per page of events instead of an owned event per event plus
+/// its encoding on the async thread.
+#[derive(Debug, Default)]
+pub struct EncodedReplies {
+    bytes: Vec<u8>,
+    /// Where each reply ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl EncodedReplies {
+    pub fn with_capacity(events: usize) -> Self {
+        Self { bytes: Vec::with_capacity(events * 320), ends: Vec::with_capacity(events) }
+    }
+
+    pub fn push(&mut self, event: &RecordedEventParts<'_>, uuid_as_string: bool) {
+        encode_event_reply(event, uuid_as_string, &mut self.bytes);
+        self.ends.push(self.bytes.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn into_replies(self) -> impl Iterator<Item = ReadReply> {
+        let bytes = Bytes::from(self.bytes);
+        let starts = std::iter::once(0).chain(self.ends.clone());
+        starts.zip(self.ends).map(move |(start, end)| ReadReply::Encoded(bytes.slice(start..end)))
     }
 }
 
@@ -92,9 +130,13 @@ impl Encoder for ReadEncoder {
     fn encode(&mut self, item: ReadReply, buffer: &mut EncodeBuf<'_>) -> Result<(), Status> {
         match item {
             ReadReply::Message(message) => message.encode(buffer).map_err(|e| Status::internal(e.to_string())),
+            ReadReply::Encoded(bytes) => {
+                buffer.put_slice(&bytes);
+                Ok(())
+            }
             ReadReply::Event { event, uuid_as_string } => {
                 self.scratch.clear();
-                encode_event_reply(&event, uuid_as_string, &mut self.scratch);
+                encode_event_reply(&parts_of(&event), uuid_as_string, &mut self.scratch);
                 buffer.put_slice(&self.scratch);
                 if self.scratch.capacity() > SCRATCH_BYTES_KEPT_MAX {
                     // A subscription lives long; one 16 MiB event must not
@@ -116,8 +158,22 @@ impl Decoder for ReadCodec {
     }
 }
 
+fn parts_of(event: &RecordedEvent) -> RecordedEventParts<'_> {
+    RecordedEventParts {
+        id: event.id,
+        stream: event.stream(),
+        revision: event.revision,
+        position: event.position,
+        event_type: event.event_type(),
+        content_type: event.content_type(),
+        data: event.data(),
+        metadata: event.metadata(),
+        recorded_at_us: event.recorded_at_us,
+    }
+}
+
 /// `ReadResp { event: ReadEvent { event: RecordedEvent, commit_position } }`.
-fn encode_event_reply(event: &RecordedEvent, uuid_as_string: bool, out: &mut Vec<u8>) {
+fn encode_event_reply(event: &RecordedEventParts<'_>, uuid_as_string: bool, out: &mut Vec<u8>) {
     let mut id_text = uuid::Uuid::encode_buffer();
     let id_text: &str = if uuid_as_string { event.id.hyphenated().encode_lower(&mut id_text) } else { "" };
     let (high, low) = event.id.as_u64_pair();
@@ -131,8 +187,8 @@ fn encode_event_reply(event: &RecordedEvent, uuid_as_string: bool, out: &mut Vec
     } else {
         bytes_field_len(UUID_STRUCTURED, structured_len)
     };
-    let stream_identifier_len = bytes_field_len(STREAM_IDENTIFIER_NAME, event.stream().len());
-    let metadata_entries = [("type", event.event_type()), ("content-type", event.content_type()), ("created", created)];
+    let stream_identifier_len = bytes_field_len(STREAM_IDENTIFIER_NAME, event.stream.len());
+    let metadata_entries = [("type", event.event_type), ("content-type", event.content_type), ("created", created)];
     let entry_len =
         |(key, value): (&str, &str)| bytes_field_len(MAP_KEY, key.len()) + bytes_field_len(MAP_VALUE, value.len());
     let recorded_len = bytes_field_len(RECORDED_ID, id_len)
@@ -141,8 +197,8 @@ fn encode_event_reply(event: &RecordedEvent, uuid_as_string: bool, out: &mut Vec
         + varint_field_len(RECORDED_PREPARE_POSITION, event.position)
         + varint_field_len(RECORDED_COMMIT_POSITION, event.position)
         + metadata_entries.iter().map(|&entry| bytes_field_len(RECORDED_METADATA, entry_len(entry))).sum::<usize>()
-        + nonempty_bytes_field_len(RECORDED_CUSTOM_METADATA, event.metadata().len())
-        + nonempty_bytes_field_len(RECORDED_DATA, event.data().len());
+        + nonempty_bytes_field_len(RECORDED_CUSTOM_METADATA, event.metadata.len())
+        + nonempty_bytes_field_len(RECORDED_DATA, event.data.len());
     // A oneof member is written even when zero.
     let read_event_len = bytes_field_len(READ_EVENT_EVENT, recorded_len)
         + key_len(READ_EVENT_COMMIT_POSITION)
@@ -159,7 +215,7 @@ fn encode_event_reply(event: &RecordedEvent, uuid_as_string: bool, out: &mut Vec
         put_varint(STRUCTURED_LEAST_SIGNIFICANT, low, out);
     }
     put_len_key(RECORDED_STREAM_IDENTIFIER, stream_identifier_len, out);
-    put_bytes(STREAM_IDENTIFIER_NAME, event.stream().as_bytes(), out);
+    put_bytes(STREAM_IDENTIFIER_NAME, event.stream.as_bytes(), out);
     put_varint(RECORDED_STREAM_REVISION, event.revision, out);
     put_varint(RECORDED_PREPARE_POSITION, event.position, out);
     put_varint(RECORDED_COMMIT_POSITION, event.position, out);
@@ -168,11 +224,11 @@ fn encode_event_reply(event: &RecordedEvent, uuid_as_string: bool, out: &mut Vec
         put_bytes(MAP_KEY, key.as_bytes(), out);
         put_bytes(MAP_VALUE, value.as_bytes(), out);
     }
-    if !event.metadata().is_empty() {
-        put_bytes(RECORDED_CUSTOM_METADATA, event.metadata(), out);
+    if !event.metadata.is_empty() {
+        put_bytes(RECORDED_CUSTOM_METADATA, event.metadata, out);
     }
-    if !event.data().is_empty() {
-        put_bytes(RECORDED_DATA, event.data(), out);
+    if !event.data.is_empty() {
+        put_bytes(RECORDED_DATA, event.data, out);
     }
     put_key(READ_EVENT_COMMIT_POSITION, WireType::Varint, out);
     put_raw_varint(event.position, out);
@@ -260,7 +316,7 @@ mod tests {
         for event in cases {
             for uuid_as_string in [true, false] {
                 let mut direct = Vec::new();
-                encode_event_reply(&event, uuid_as_string, &mut direct);
+                encode_event_reply(&parts_of(&event), uuid_as_string, &mut direct);
                 let expected = ReadReply::Event { event: event.clone(), uuid_as_string }.into_message();
                 // Map entries may come in any order, so compare decoded messages,
                 // and the length prost computes for the same message.

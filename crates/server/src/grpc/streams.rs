@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::convert::{
     append_status, bad_request, new_event, read_status, stream_identifier, stream_name, uuid_from_proto,
 };
-use super::read_reply::ReadReply;
+use super::read_reply::{EncodedReplies, ReadReply};
 use crate::bridge::{self, blocking, Batched};
 use crate::proto::event_store::client as shared;
 use crate::proto::event_store::client::streams::*;
@@ -342,8 +342,27 @@ async fn read_stream(
     while remaining > 0 {
         let page = remaining.min(READ_PAGE_EVENTS as u64) as usize;
         let (store, name) = (state.store.clone(), stream.clone());
-        let events = match blocking(move || store.read_stream(&name, start, direction, page)).await {
-            Ok(events) => events,
+        // Forwards, replies are encoded on the blocking thread straight from
+        // the read buffer; backwards reads take owned events.
+        let read = blocking(move || match direction {
+            Direction::Forward => {
+                let mut replies = EncodedReplies::with_capacity(page);
+                let mut last = None;
+                store.scan_stream(&name, start, page, |view, position| {
+                    last = Some(view.revision);
+                    replies.push(&view.parts(position), uuid_as_string);
+                })?;
+                Ok((replies.len(), last, replies.into_replies().map(Ok).collect::<Vec<_>>()))
+            }
+            Direction::Backward => {
+                let events = store.read_stream(&name, start, direction, page)?;
+                let last = events.last().map(|e| e.revision);
+                Ok((events.len(), last, events.into_iter().map(|e| event_reply(e, uuid_as_string)).collect()))
+            }
+        })
+        .await;
+        let (fetched, last, replies) = match read {
+            Ok(read) => read,
             Err(ReadError::StreamNotFound { .. }) => {
                 let not_found = read_resp::StreamNotFound { stream_identifier: Some(stream_identifier(&stream)) };
                 let _ = sender.send(vec![content(read_resp::Content::StreamNotFound(not_found))]).await;
@@ -354,10 +373,7 @@ async fn read_stream(
                 return;
             }
         };
-        let fetched = events.len();
-        let last = events.last().map(|e| e.revision);
-        let replies = events.into_iter().map(|e| event_reply(e, uuid_as_string));
-        if sender.send(replies.collect()).await.is_err() {
+        if sender.send(replies).await.is_err() {
             return;
         }
         remaining -= fetched as u64;
