@@ -343,11 +343,16 @@ impl Store {
         const EXPIRED_SKIP_SPAN: usize = 512;
         let limit = limit.min(READ_EVENTS_MAX);
         let (mut start, mut taken, mut span) = (start, 0, limit);
-        while taken < limit {
+        // At least one look, so that a read of 0 events still reports a
+        // missing or deleted stream.
+        loop {
             let Some(range) = self.readable_range(stream, start, direction, span)? else { return Ok(()) };
             let took = read(&range, limit - taken)?;
             assert!(took <= limit - taken);
             taken += took;
+            if taken == limit {
+                return Ok(());
+            }
             span = (limit - taken).max(EXPIRED_SKIP_SPAN);
             start = match direction {
                 Direction::Forward if range.high < range.last => StreamStart::Revision(range.high + 1),
@@ -355,7 +360,6 @@ impl Store {
                 _ => return Ok(()),
             };
         }
-        Ok(())
     }
 
     /// The revisions a read of `limit` events from `start` covers, after
