@@ -357,6 +357,27 @@ async fn delete_tombstone_and_metadata() {
     assert_eq!(read_revisions(&client, "capped", &ReadStreamOptions::default()).await.unwrap(), vec![7, 8, 9]);
 }
 
+/// The server reads a stream in pages of 512 events: a first page of
+/// expired events must not end the read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_skip_expired_events_to_the_live_ones() {
+    let server = support::start();
+    let client = client(&server);
+    client.append_to_stream("aging", &expect(StreamState::NoStream), events("Old", 1300)).await.unwrap();
+    // Written as raw metadata: `$maxAge` is in seconds, and this client's
+    // `StreamMetadata::max_age` writes milliseconds (1 s would be 1000 s).
+    let max_age = EventData::json("$metadata", &json!({ "$maxAge": 1 })).expect("serializable");
+    client.append_to_stream("$$aging", &AppendToStreamOptions::default(), max_age).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    client.append_to_stream("aging", &expect(StreamState::StreamRevision(1299)), events("New", 2)).await.unwrap();
+    let forwards = read_revisions(&client, "aging", &ReadStreamOptions::default()).await.unwrap();
+    assert_eq!(forwards, vec![1300, 1301]);
+    let backwards = ReadStreamOptions::default().backwards().position(StreamPosition::End);
+    assert_eq!(read_revisions(&client, "aging", &backwards).await.unwrap(), vec![1301, 1300]);
+    let one = ReadStreamOptions::default().max_count(1);
+    assert_eq!(read_revisions(&client, "aging", &one).await.unwrap(), vec![1300]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_append_and_persistent_subscription_listing() {
     let server = support::start();
