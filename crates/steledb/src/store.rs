@@ -506,7 +506,7 @@ impl Store {
         if position > end {
             return Err(ReadError::PositionPastEnd { position, end });
         }
-        self.position_after(position).map_err(|error| not_an_event_at(position, error))
+        self.position_after(position).map_err(|error| self.not_an_event_at(position, error))
     }
 
     /// The event at an exact `$all` position.
@@ -568,7 +568,38 @@ impl Store {
         if position > end {
             return Err(ReadError::PositionPastEnd { position, end });
         }
-        self.read_event_at(position).map(drop).map_err(|error| not_an_event_at(position, error))
+        self.read_event_at(position).map(drop).map_err(|error| self.not_an_event_at(position, error))
+    }
+
+    /// What reading at a `$all` position from outside found, as the caller
+    /// should hear it. A record that does not decode there is either no
+    /// record start at all (`NotAnEventPosition`: the caller's mistake) or a
+    /// damaged record (the log's). Only a walk from the segment's first
+    /// record tells them apart, so this error path reads up to one segment:
+    /// landing on `position` means damage there; stepping over it means no
+    /// record starts there; damage found on the way is reported as itself.
+    fn not_an_event_at(&self, position: u64, error: ReadError) -> ReadError {
+        let is_undecodable =
+            matches!(error, ReadError::Log(stele_log::ReadError::BadRecord { .. }) | ReadError::BadEvent { .. });
+        if !is_undecodable {
+            return error;
+        }
+        let segments = self.shared.reader.segments();
+        let Some(segment) = segments.iter().rev().find(|s| s.base_position <= position) else { return error };
+        let mut cursor = self.shared.reader.cursor(segment.base_position);
+        loop {
+            match cursor.position().cmp(&position) {
+                std::cmp::Ordering::Equal => return error,
+                std::cmp::Ordering::Greater => break,
+                std::cmp::Ordering::Less => {}
+            }
+            match cursor.next_record() {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(damage) => return damage.into(),
+            }
+        }
+        ReadError::NotAnEventPosition { position, source: Box::new(error) }
     }
 
     /// Subscribes to one stream, from a revision (inclusive), the start or the end.
@@ -794,17 +825,5 @@ pub fn log_sync_bucket_bound_seconds(i: usize) -> String {
     match stele_log::SYNC_LATENCY_BUCKETS_US.get(i) {
         Some(bound_us) => format!("{}", *bound_us as f64 / 1e6),
         None => "+Inf".to_owned(),
-    }
-}
-
-/// What reading at a `$all` position from outside found, as the caller
-/// should hear it: no event starts there (the record did not decode), or
-/// the read itself failed.
-fn not_an_event_at(position: u64, error: ReadError) -> ReadError {
-    match error {
-        ReadError::Log(stele_log::ReadError::BadRecord { .. }) | ReadError::BadEvent { .. } => {
-            ReadError::NotAnEventPosition { position, source: Box::new(error) }
-        }
-        other => other,
     }
 }

@@ -444,6 +444,63 @@ fn all_subscription_catches_up_then_follows_live_without_gap_or_duplicate() {
     );
 }
 
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walkdir(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// A start position that names a damaged event is the log's damage, not
+/// the caller's mistake: it must not come back as "not an event position".
+#[test]
+fn damage_at_a_start_position_is_reported_as_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(config(dir.path())).unwrap();
+    store.append("s", ExpectedRevision::Any, events(2)).unwrap();
+    let marker = b"flip-a-byte-of-this-event";
+    store.append("s", ExpectedRevision::Any, vec![NewEvent::json(Uuid::new_v4(), "Marked", marker.to_vec())]).unwrap();
+    store.append("s", ExpectedRevision::Any, events(2)).unwrap();
+    let positions: Vec<u64> = read_all_events(&store).iter().map(|e| e.position).collect();
+
+    // Flip one byte of the third event's data in its segment file.
+    let segment = walkdir(dir.path())
+        .into_iter()
+        .filter(|path| path.extension().is_some_and(|e| e == "seg"))
+        .find(|path| std::fs::read(path).unwrap().windows(marker.len()).any(|w| w == marker))
+        .expect("a segment holds the marked event");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = bytes.windows(marker.len()).position(|w| w == marker).unwrap();
+    bytes[at] ^= 0x01;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let damaged = positions[2];
+    for result in
+        [store.check_all_position(damaged), store.subscribe_all(AllStart::Position(damaged), None, 100).map(drop)]
+    {
+        match result {
+            Err(ReadError::Log(error)) => assert!(error.to_string().contains(&damaged.to_string()), "{error}"),
+            other => panic!("expected the damage at {damaged}, got {other:?}"),
+        }
+    }
+    // Inside an intact record before the damage: still the caller's mistake.
+    let inside = positions[0] + 3;
+    match store.check_all_position(inside) {
+        Err(ReadError::NotAnEventPosition { position, .. }) => assert_eq!(position, inside),
+        other => panic!("expected NotAnEventPosition, got {other:?}"),
+    }
+    // Intact events around it are fine starts.
+    for intact in [positions[0], positions[1]] {
+        store.check_all_position(intact).unwrap();
+    }
+}
+
 /// Start positions from outside (a client, a checkpoint kept from a store
 /// whose data was since replaced) must name an event: anything else is a
 /// specific error, never a subscription that silently skips or a read
