@@ -7,21 +7,15 @@
 mod convert;
 mod misc;
 mod multi;
+mod read_body;
 mod read_reply;
 mod streams;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::extract::State;
 use steledb::Uuid;
 use tonic::service::Routes;
-use tonic::{Request, Response, Status};
-
-use crate::bridge::Batched;
-use crate::proto::event_store::client::streams::ReadReq;
-use read_reply::{ReadCodec, ReadReply};
 
 use crate::proto::event_store::client::gossip::gossip_server::GossipServer;
 use crate::proto::event_store::client::persistent_subscriptions::persistent_subscriptions_server::PersistentSubscriptionsServer;
@@ -43,34 +37,16 @@ const READ_PATH: &str = crate::proto::STREAMS_READ_PATH;
 pub fn router(state: SharedState) -> axum::Router {
     let message_bytes_max = state.config.limits.append_size_bytes_max + MESSAGE_OVERHEAD_BYTES;
     let reads = Arc::new(streams::StreamsService { state: state.clone() });
-    let read =
-        axum::Router::new().route(READ_PATH, axum::routing::post(read_route)).with_state((reads, message_bytes_max));
+    let read = axum::Router::new().route(READ_PATH, axum::routing::post(read_route)).with_state(reads);
     // A static path takes precedence over the service's `/{*rest}` route.
     routes(state, message_bytes_max).into_axum_router().merge(read)
 }
 
 async fn read_route(
-    State((service, message_bytes_max)): State<(Arc<streams::StreamsService>, usize)>,
+    State(service): State<Arc<streams::StreamsService>>,
     request: axum::extract::Request,
 ) -> axum::response::Response {
-    let mut grpc = tonic::server::Grpc::new(ReadCodec)
-        .apply_max_message_size_config(Some(message_bytes_max), Some(message_bytes_max));
-    grpc.server_streaming(ReadService(service), request).await.map(axum::body::Body::new)
-}
-
-struct ReadService(Arc<streams::StreamsService>);
-
-type ReadFuture = Pin<Box<dyn Future<Output = Result<Response<Batched<Result<ReadReply, Status>>>, Status>> + Send>>;
-
-impl tonic::server::ServerStreamingService<ReadReq> for ReadService {
-    type Response = ReadReply;
-    type ResponseStream = Batched<Result<ReadReply, Status>>;
-    type Future = ReadFuture;
-
-    fn call(&mut self, request: Request<ReadReq>) -> ReadFuture {
-        let service = self.0.clone();
-        Box::pin(async move { service.start_read(request).await })
-    }
+    read_body::serve(service, request).await
 }
 
 fn routes(state: SharedState, message_bytes_max: usize) -> Routes {

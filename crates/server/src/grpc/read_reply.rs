@@ -1,28 +1,27 @@
-//! Replies of `Streams.Read`, encoded straight from the engine's events.
+//! Replies of `Streams.Read`, encoded straight from the engine's events,
+//! with their gRPC message framing (see [`super::read_body`]).
 //!
 //! Reads and subscriptions send one `ReadResp` per event. Building the
 //! generated message for each would cost about ten allocations (a map of
 //! three system-metadata strings, the stream name, the id) that are thrown
 //! away as soon as it is encoded. [`ReadReply::Event`] keeps the
-//! `RecordedEvent` instead and [`ReadCodec`] writes its protobuf bytes
-//! directly; forward stream reads go further and encode each reply on the
+//! `RecordedEvent` instead and its protobuf bytes are written directly;
+//! forward stream reads go further and encode whole pages of replies on the
 //! blocking thread straight from the store's read buffer
-//! ([`EncodedReplies`]), with no owned copy of the event at all. Every
-//! other reply is the generated message. The bytes are the ones prost
-//! would write for the same message (a test compares them).
+//! ([`FramedReplies`]), with no owned copy of the event at all. Every other
+//! reply is the generated message. The bytes are the ones prost would write
+//! for the same message (a test compares them).
 
-use bytes::{BufMut, Bytes};
+use bytes::Bytes;
 use prost::encoding::{encoded_len_varint, key_len, WireType};
 use prost::Message;
 use steledb::{RecordedEvent, RecordedEventParts};
-use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::Status;
 
 use super::convert::{created_ticks, recorded_event};
-use crate::proto::event_store::client::streams::{ReadReq, ReadResp};
+use crate::proto::event_store::client::streams::ReadResp;
 use crate::proto::read_fields::*;
 
-/// One reply of `Streams.Read`.
+/// One reply of `Streams.Read`, or several already framed.
 #[derive(Debug)]
 pub enum ReadReply {
     /// Boxed: rare (confirmations, checkpoints), and 4x the size of an event.
@@ -31,130 +30,85 @@ pub enum ReadReply {
         event: RecordedEvent,
         uuid_as_string: bool,
     },
-    /// A whole `ReadResp` already encoded (see [`EncodedReplies`]).
-    Encoded(Bytes),
+    /// Whole gRPC messages, each with its 5-byte prefix (see
+    /// [`FramedReplies`]).
+    Framed(Bytes),
 }
 
 impl ReadReply {
-    /// The generated message, for paths that need one.
-    pub fn into_message(self) -> ReadResp {
+    /// The generated messages, for paths that need them.
+    pub fn into_messages(self) -> Vec<ReadResp> {
         match self {
-            Self::Message(message) => *message,
-            Self::Event { event, uuid_as_string } => ReadResp {
+            Self::Message(message) => vec![*message],
+            Self::Event { event, uuid_as_string } => vec![ReadResp {
                 content: Some(crate::proto::event_store::client::streams::read_resp::Content::Event(recorded_event(
                     event,
                     uuid_as_string,
                 ))),
-            },
-            Self::Encoded(bytes) => ReadResp::decode(bytes).expect("replies are encoded here, as ReadResp"),
+            }],
+            Self::Framed(mut bytes) => {
+                let mut messages = Vec::new();
+                while !bytes.is_empty() {
+                    let length = u32::from_be_bytes(bytes[1..GRPC_PREFIX_BYTES].try_into().expect("4 bytes"));
+                    let message = bytes.split_to(GRPC_PREFIX_BYTES + length as usize).split_off(GRPC_PREFIX_BYTES);
+                    messages.push(ReadResp::decode(message).expect("framed here from ReadResp encodings"));
+                }
+                messages
+            }
+        }
+    }
+
+    /// Appends this reply to `out` as gRPC messages.
+    pub fn frame_into(self, out: &mut Vec<u8>) {
+        match self {
+            Self::Message(message) => frame(out, |out| message.encode(out).expect("a Vec grows as needed")),
+            Self::Event { event, uuid_as_string } => {
+                frame(out, |out| encode_event_reply(&parts_of(&event), uuid_as_string, out))
+            }
+            Self::Framed(bytes) => out.extend_from_slice(&bytes),
         }
     }
 }
 
-/// Event replies encoded back to back into one buffer where the events are
-/// read, then handed out as one [`ReadReply::Encoded`] slice each: one
-/// allocation per page of events instead of an owned event per event plus
-/// its encoding on the async thread.
-#[derive(Debug, Default)]
-pub struct EncodedReplies {
-    bytes: Vec<u8>,
-    /// Where each reply ends in `bytes`.
-    ends: Vec<usize>,
+/// A gRPC message's prefix: a compression flag and a big-endian length.
+pub const GRPC_PREFIX_BYTES: usize = 5;
+
+/// Writes one gRPC message (uncompressed) to `out`, its body by `encode`.
+fn frame(out: &mut Vec<u8>, encode: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; GRPC_PREFIX_BYTES]);
+    encode(out);
+    let length = u32::try_from(out.len() - start - GRPC_PREFIX_BYTES).expect("replies are far below 4 GiB");
+    out[start + 1..start + GRPC_PREFIX_BYTES].copy_from_slice(&length.to_be_bytes());
 }
 
-impl EncodedReplies {
+/// Event replies framed back to back into one buffer where the events are
+/// read, sent as one [`ReadReply::Framed`]: one allocation per page of
+/// events instead of an owned copy per event and its encoding on the async
+/// thread.
+#[derive(Debug, Default)]
+pub struct FramedReplies {
+    bytes: Vec<u8>,
+    count: usize,
+}
+
+impl FramedReplies {
     pub fn with_capacity(events: usize) -> Self {
-        Self { bytes: Vec::with_capacity(events * 320), ends: Vec::with_capacity(events) }
+        Self { bytes: Vec::with_capacity(events * 336), count: 0 }
     }
 
     pub fn push(&mut self, event: &RecordedEventParts<'_>, uuid_as_string: bool) {
-        encode_event_reply(event, uuid_as_string, &mut self.bytes);
-        self.ends.push(self.bytes.len());
+        frame(&mut self.bytes, |out| encode_event_reply(event, uuid_as_string, out));
+        self.count += 1;
     }
 
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.count
     }
 
-    pub fn into_replies(self) -> impl Iterator<Item = ReadReply> {
-        let bytes = Bytes::from(self.bytes);
-        let starts = std::iter::once(0).chain(self.ends.clone());
-        starts.zip(self.ends).map(move |(start, end)| ReadReply::Encoded(bytes.slice(start..end)))
-    }
-}
-
-/// Decodes `ReadReq` as prost does and encodes [`ReadReply`].
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ReadCodec;
-
-impl Codec for ReadCodec {
-    type Encode = ReadReply;
-    type Decode = ReadReq;
-    type Encoder = ReadEncoder;
-    type Decoder = ReadCodec;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        ReadEncoder::default()
-    }
-    fn decoder(&mut self) -> Self::Decoder {
-        *self
-    }
-}
-
-/// How many encoded replies are gathered before they go to the connection.
-/// Small enough that the client decodes one chunk while the next is
-/// encoded (on two cores, 32 KiB gave a lower read latency than 256 KiB
-/// once the client decoded in place), large enough to keep `writev`s few.
-const READ_REPLY_YIELD_BYTES: usize = 32 * 1024;
-/// A reply scratch buffer grown past this by a large event is given back.
-const SCRATCH_BYTES_KEPT_MAX: usize = 256 * 1024;
-const READ_REPLY_BUFFER_BYTES: usize = 64 * 1024;
-
-/// Encodes [`ReadReply`]s of one call.
-#[derive(Debug, Default)]
-pub struct ReadEncoder {
-    /// An event's reply is written here first, then copied to the call's
-    /// buffer in one piece: `EncodeBuf` has no fast path for small writes,
-    /// and a reply is a few dozen of them (keys, varints, lengths).
-    scratch: Vec<u8>,
-}
-
-impl Encoder for ReadEncoder {
-    type Item = ReadReply;
-    type Error = Status;
-
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::new(READ_REPLY_BUFFER_BYTES, READ_REPLY_YIELD_BYTES)
-    }
-
-    fn encode(&mut self, item: ReadReply, buffer: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        match item {
-            ReadReply::Message(message) => message.encode(buffer).map_err(|e| Status::internal(e.to_string())),
-            ReadReply::Encoded(bytes) => {
-                buffer.put_slice(&bytes);
-                Ok(())
-            }
-            ReadReply::Event { event, uuid_as_string } => {
-                self.scratch.clear();
-                encode_event_reply(&parts_of(&event), uuid_as_string, &mut self.scratch);
-                buffer.put_slice(&self.scratch);
-                if self.scratch.capacity() > SCRATCH_BYTES_KEPT_MAX {
-                    // A subscription lives long; one 16 MiB event must not
-                    // pin 16 MiB for the rest of it.
-                    self.scratch = Vec::new();
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-impl Decoder for ReadCodec {
-    type Item = ReadReq;
-    type Error = Status;
-
-    fn decode(&mut self, buffer: &mut DecodeBuf<'_>) -> Result<Option<ReadReq>, Status> {
-        ReadReq::decode(buffer).map(Some).map_err(|e| Status::internal(e.to_string()))
+    /// The replies, or none when the page was empty.
+    pub fn into_reply(self) -> Option<ReadReply> {
+        (self.count > 0).then(|| ReadReply::Framed(Bytes::from(self.bytes)))
     }
 }
 
@@ -306,6 +260,35 @@ mod tests {
         })
     }
 
+    /// Framed pages and single replies carry the same messages, each with
+    /// a prefix giving its exact length.
+    #[test]
+    fn framing_round_trips() {
+        let events = [event(b"{}", b"", 1, 100), event(&[7u8; 300], b"m", 2, 200), event(b"", b"", 3, 300)];
+        let mut page = FramedReplies::with_capacity(3);
+        let mut one_by_one = Vec::new();
+        let mut expected = Vec::new();
+        for event in &events {
+            page.push(&parts_of(event), false);
+            ReadReply::Event { event: event.clone(), uuid_as_string: false }.frame_into(&mut one_by_one);
+            expected.extend(ReadReply::Event { event: event.clone(), uuid_as_string: false }.into_messages());
+        }
+        assert_eq!(page.len(), 3);
+        let ReadReply::Framed(framed) = page.into_reply().expect("three replies") else { panic!("a framed page") };
+        assert_eq!(&framed[..], &one_by_one[..]);
+        assert_eq!(ReadReply::Framed(framed).into_messages(), expected);
+        assert!(FramedReplies::with_capacity(1).into_reply().is_none());
+
+        let notice = ReadResp { content: None };
+        let mut framed = Vec::new();
+        ReadReply::Message(Box::new(notice.clone())).frame_into(&mut framed);
+        assert_eq!(framed[..GRPC_PREFIX_BYTES], [0, 0, 0, 0, 0]);
+        ReadReply::Message(Box::new(ReadResp { content: expected[0].content.clone() })).frame_into(&mut framed);
+        let length = u32::from_be_bytes(framed[GRPC_PREFIX_BYTES + 1..2 * GRPC_PREFIX_BYTES].try_into().unwrap());
+        assert_eq!(framed.len(), 2 * GRPC_PREFIX_BYTES + length as usize);
+        assert_eq!(ReadReply::Framed(framed.into()).into_messages(), vec![notice, expected[0].clone()]);
+    }
+
     #[test]
     fn direct_encoding_decodes_as_the_generated_message() {
         let cases = [
@@ -317,7 +300,7 @@ mod tests {
             for uuid_as_string in [true, false] {
                 let mut direct = Vec::new();
                 encode_event_reply(&parts_of(&event), uuid_as_string, &mut direct);
-                let expected = ReadReply::Event { event: event.clone(), uuid_as_string }.into_message();
+                let expected = ReadReply::Event { event: event.clone(), uuid_as_string }.into_messages().remove(0);
                 // Map entries may come in any order, so compare decoded messages,
                 // and the length prost computes for the same message.
                 let decoded = ReadResp::decode(&direct[..]).expect("direct bytes decode");

@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::convert::{
     append_status, bad_request, new_event, read_status, stream_identifier, stream_name, uuid_from_proto,
 };
-use super::read_reply::{EncodedReplies, ReadReply};
+use super::read_reply::{FramedReplies, ReadReply};
 use crate::bridge::{self, blocking, Batched};
 use crate::proto::event_store::client as shared;
 use crate::proto::event_store::client::streams::*;
@@ -76,8 +76,7 @@ enum ExpectedKind {
 }
 
 impl StreamsService {
-    /// `Streams.Read`, with replies in the form
-    /// [`super::read_reply::ReadCodec`] encodes.
+    /// `Streams.Read`, with replies in the form [`super::read_body`] sends.
     pub async fn start_read(&self, request: Request<ReadReq>) -> Reply<Batched<Result<ReadReply, Status>>> {
         use read_req::options::{CountOption, FilterOption, StreamOption};
         let options = request.into_inner().options.ok_or_else(|| bad_request("read options are required"))?;
@@ -161,7 +160,22 @@ impl streams_server::Streams for StreamsService {
     /// building messages; this is the same read with generated messages.
     async fn read(&self, request: Request<ReadReq>) -> Reply<Self::ReadStream> {
         let replies = self.start_read(request).await?.into_inner();
-        Ok(Response::new(Box::pin(replies.map(|reply| reply.map(ReadReply::into_message)))))
+        let (sender, messages) = mpsc::channel(REPLY_BATCHES);
+        tokio::spawn(async move {
+            let mut replies = replies;
+            while let Some(reply) = replies.next().await {
+                let messages = match reply {
+                    Ok(reply) => reply.into_messages().into_iter().map(Ok).collect(),
+                    Err(status) => vec![Err(status)],
+                };
+                for message in messages {
+                    if sender.send(message).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(messages))))
     }
 
     async fn append(&self, request: Request<Streaming<AppendReq>>) -> Reply<AppendResp> {
@@ -346,13 +360,13 @@ async fn read_stream(
         // the read buffer; backwards reads take owned events.
         let read = blocking(move || match direction {
             Direction::Forward => {
-                let mut replies = EncodedReplies::with_capacity(page);
+                let mut replies = FramedReplies::with_capacity(page);
                 let mut last = None;
                 store.scan_stream(&name, start, page, |view, position| {
                     last = Some(view.revision);
                     replies.push(&view.parts(position), uuid_as_string);
                 })?;
-                Ok((replies.len(), last, replies.into_replies().map(Ok).collect::<Vec<_>>()))
+                Ok((replies.len(), last, replies.into_reply().map(Ok).into_iter().collect::<Vec<_>>()))
             }
             Direction::Backward => {
                 let events = store.read_stream(&name, start, direction, page)?;
