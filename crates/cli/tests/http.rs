@@ -445,6 +445,47 @@ fn all_subscription_with_a_filter() {
     assert_eq!((reply.status, reply.error_code()), (400, "invalid_position".to_owned()));
 }
 
+/// A browser's `EventSource` reconnects with the same URL and the id of
+/// the last event it got in `Last-Event-ID`: the subscription resumes
+/// after that event, whatever `from` says.
+#[test]
+fn a_reconnect_with_last_event_id_resumes_after_that_event() {
+    let server = support::start();
+    append(&server, "resume", json!((0..5).map(|n| typed("E", n)).collect::<Vec<_>>()));
+    let event_ids = |seen: &[support::SseEvent]| -> Vec<u64> {
+        seen.iter().filter(|e| e.event == "event").map(|e| e.id.as_deref().unwrap().parse().unwrap()).collect()
+    };
+
+    let mut first = server.subscribe("/streams/resume/subscribe?from=start").expect("subscribed");
+    let received: Vec<_> = (0..3).map(|_| first.next()).collect();
+    let last_id = received[2].id.clone().expect("events carry ids");
+    assert_eq!(last_id, "2");
+    drop(first);
+    let mut again = server
+        .subscribe_with("/streams/resume/subscribe?from=start", &[("Last-Event-ID", &last_id)])
+        .expect("resubscribed");
+    assert_eq!(event_ids(&again.until("caught_up")), vec![3, 4]);
+
+    // `$all`: ids are positions.
+    let all = read(&server, "/all");
+    let positions = numbers(&all, "position");
+    let after = positions[1].to_string();
+    let mut resumed = server.subscribe_with("/all/subscribe", &[("Last-Event-ID", &after)]).expect("resubscribed");
+    assert_eq!(event_ids(&resumed.until("caught_up")), positions[2..]);
+    let last = positions.last().unwrap().to_string();
+    let mut at_end = server.subscribe_with("/all/subscribe", &[("Last-Event-ID", &last)]).expect("resubscribed");
+    assert_eq!(event_ids(&at_end.until("caught_up")), Vec::<u64>::new());
+    // An empty id means "none yet": from the start.
+    let mut empty = server.subscribe_with("/all/subscribe", &[("Last-Event-ID", "")]).expect("subscribed");
+    assert_eq!(event_ids(&empty.until("caught_up")), positions);
+
+    let reply = server.subscribe_with("/all/subscribe", &[("Last-Event-ID", "soon")]).err().expect("refused");
+    assert_eq!((reply.status, reply.error_code()), (400, "invalid_parameter".to_owned()), "{}", reply.text());
+    let inside = (positions[1] + 3).to_string();
+    let reply = server.subscribe_with("/all/subscribe", &[("Last-Event-ID", &inside)]).err().expect("refused");
+    assert_eq!((reply.status, reply.error_code()), (400, "invalid_position".to_owned()), "{}", reply.text());
+}
+
 #[test]
 fn bad_input_is_a_json_400_and_the_server_carries_on() {
     let server = support::start();

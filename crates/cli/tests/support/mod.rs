@@ -269,7 +269,12 @@ impl Server {
 
     /// Opens a Server-Sent Events stream; the reply itself when it is not 200.
     pub fn subscribe(&self, path: &str) -> Result<EventStream, Response> {
-        EventStream::open(self.address, path)
+        EventStream::open(self.address, path, &[])
+    }
+
+    /// `subscribe` with extra request headers (`Last-Event-ID`, say).
+    pub fn subscribe_with(&self, path: &str, headers: &[(&str, &str)]) -> Result<EventStream, Response> {
+        EventStream::open(self.address, path, headers)
     }
 }
 
@@ -451,9 +456,10 @@ pub struct EventStream {
 }
 
 impl EventStream {
-    fn open(address: SocketAddr, path: &str) -> Result<Self, Response> {
+    fn open(address: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<Self, Response> {
         let mut stream = connect(address);
-        let head = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nAccept: text/event-stream\r\n\r\n");
+        let extra: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
+        let head = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nAccept: text/event-stream\r\n{extra}\r\n");
         stream.write_all(head.as_bytes()).expect("send the subscription request");
         let mut reader = BufReader::new(stream);
         let mut head = Vec::new();

@@ -7,12 +7,17 @@
 //! send `checkpoint` (`{"position": n}`: everything before `n` has been
 //! examined). A failure is sent as `event: error` with the JSON error
 //! object as data, and ends the response. Start points are inclusive.
+//!
+//! A client that reconnects with `Last-Event-ID` (as a browser's
+//! `EventSource` does on its own) resumes after that event: the header
+//! takes the place of `from`, so nothing is sent twice and nothing skipped.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -34,15 +39,37 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
 /// Records a filtered `$all` subscription examines between checkpoints.
 const CHECKPOINT_INTERVAL: u64 = 1_000;
 
+/// The `Last-Event-ID` header: the id of the last event a reconnecting
+/// client received (a revision or a position, as this module sends them).
+fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get("last-event-id") else { return Ok(None) };
+    let text = value.to_str().unwrap_or_default().trim();
+    if text.is_empty() {
+        // The SSE standard's way of saying "no event yet".
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_parameter",
+            format!("header Last-Event-ID: '{text}' is not an event id this server sent (a number)"),
+        )
+        .with("parameter", "Last-Event-ID")
+    })
+}
+
 pub async fn subscribe_stream(
     State(state): State<SharedState>,
     path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
     query: RawQuery,
 ) -> Response {
     let started = async {
         let stream = stream_name(path)?;
         let params = Params::parse(query, &["from"], &[])?;
-        let start = params.stream_start(StreamStart::Start)?;
+        let start = match last_event_id(&headers)? {
+            Some(revision) => StreamStart::Revision(revision.saturating_add(1)),
+            None => params.stream_start(StreamStart::Start)?,
+        };
         let store = state.store.clone();
         // The store refuses a tombstoned stream up front and starts no
         // earlier than a read would (after a soft delete or truncation).
@@ -55,7 +82,7 @@ pub async fn subscribe_stream(
     }
 }
 
-pub async fn subscribe_all(State(state): State<SharedState>, query: RawQuery) -> Response {
+pub async fn subscribe_all(State(state): State<SharedState>, headers: HeaderMap, query: RawQuery) -> Response {
     let started = async {
         let params = Params::parse(
             query,
@@ -63,9 +90,14 @@ pub async fn subscribe_all(State(state): State<SharedState>, query: RawQuery) ->
             &["stream_prefix", "type_prefix"],
         )?;
         let start = params.all_start(AllStart::Start)?;
+        let resume_after = last_event_id(&headers)?;
         let filter = params.filter()?;
         let store = state.store.clone();
         let subscription = blocking(move || -> Result<Subscription, ApiError> {
+            let start = match resume_after {
+                Some(position) => AllStart::Position(store.resume_after(position)?),
+                None => start,
+            };
             Ok(store.subscribe_all(start, filter, CHECKPOINT_INTERVAL)?)
         })
         .await?;
