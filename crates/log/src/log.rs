@@ -180,6 +180,30 @@ impl LogReader {
         Ok(Record::from_ref(position, record))
     }
 
+    /// Whether the bytes at `position` are framed like a record start: a
+    /// plausible length whose trailer repeats it. A position inside a
+    /// record almost never is; a record whose contents were damaged still
+    /// is. Nothing else is verified, so this only tells which of the two a
+    /// record that failed to decode more likely was.
+    pub fn is_framed_at(&self, position: u64) -> bool {
+        if position >= self.committed_end() {
+            return false;
+        }
+        let (segment, data_end) = self.shared.segment_for(position).expect("segment 0 always exists");
+        let mut length = [0u8; 4];
+        if data_end - position < RECORD_OVERHEAD as u64
+            || segment.file.read_exact_at(&mut length, segment.file_offset(position)).is_err()
+        {
+            return false;
+        }
+        let Some(length) = peek_record_length(&length).ok().filter(|&n| n as u64 <= data_end - position) else {
+            return false;
+        };
+        let mut trailer = [0u8; 4];
+        segment.file.read_exact_at(&mut trailer, segment.file_offset(position + length as u64 - 4)).is_ok()
+            && u32::from_le_bytes(trailer) as usize == length
+    }
+
     /// Reads the record that ends at `position` (the one before it), or
     /// `None` at the start of the log.
     pub fn read_before(&self, position: u64) -> Result<Option<Record>, ReadError> {

@@ -1215,3 +1215,30 @@ fn an_index_ahead_of_the_data_is_found_behind_preallocated_zeros() {
     assert_eq!(recovery.end_position, end);
     check_model(&reader, &model);
 }
+
+/// `is_framed_at` tells record starts (damaged or not) from positions
+/// inside records, so a bad start position is rarely taken for damage.
+#[test]
+fn record_starts_are_framed_and_positions_inside_records_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = Model::default();
+    let (mut writer, reader, _) = open_disk(dir.path(), LogConfig::default());
+    for i in 0..20u8 {
+        model.commit_one(
+            &mut writer,
+            &reader,
+            &vec![(1, format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(i as usize)).into_bytes())],
+        );
+    }
+    let records = model.expected(&reader);
+    let end = reader.committed_end();
+    let starts: Vec<u64> = records.iter().map(|r| r.position).collect();
+    for position in 0..end + 8 {
+        assert_eq!(reader.is_framed_at(position), starts.contains(&position), "position {position}");
+    }
+    // A damaged payload leaves the frame: still a record start.
+    let victim = &records[5];
+    flip_byte(&last_segment_path(&reader), file_offset(0, victim.position) + 16, 0x01);
+    assert!(reader.read(victim.position).is_err());
+    assert!(reader.is_framed_at(victim.position));
+}

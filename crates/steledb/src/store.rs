@@ -574,32 +574,45 @@ impl Store {
     /// What reading at a `$all` position from outside found, as the caller
     /// should hear it. A record that does not decode there is either no
     /// record start at all (`NotAnEventPosition`: the caller's mistake) or a
-    /// damaged record (the log's). Only a walk from the segment's first
-    /// record tells them apart, so this error path reads up to one segment:
-    /// landing on `position` means damage there; stepping over it means no
-    /// record starts there; damage found on the way is reported as itself.
+    /// damaged record (the log's). A record start whose checksum fails is
+    /// framed like one (its trailer repeats its length), which a position
+    /// inside a record almost never is; only then does this walk the
+    /// segment from its first record to be sure (up to a segment's worth of
+    /// reading, on an error path a bogus position rarely reaches): landing
+    /// on `position` means damage there, stepping over it means no record
+    /// starts there, and damage met on the way is reported as itself. A
+    /// record that passes its checksum but is not an event is intact: not
+    /// an event position. (Damage to a record's length field is reported
+    /// as a bad position: the frame no longer looks like a record.)
     fn not_an_event_at(&self, position: u64, error: ReadError) -> ReadError {
-        let is_undecodable =
-            matches!(error, ReadError::Log(stele_log::ReadError::BadRecord { .. }) | ReadError::BadEvent { .. });
-        if !is_undecodable {
-            return error;
-        }
-        let segments = self.shared.reader.segments();
-        let Some(segment) = segments.iter().rev().find(|s| s.base_position <= position) else { return error };
-        let mut cursor = self.shared.reader.cursor(segment.base_position);
-        loop {
-            match cursor.position().cmp(&position) {
-                std::cmp::Ordering::Equal => return error,
-                std::cmp::Ordering::Greater => break,
-                std::cmp::Ordering::Less => {}
+        let reader = &self.shared.reader;
+        let might_be_damage = matches!(
+            error,
+            ReadError::Log(stele_log::ReadError::BadRecord { reason: stele_log::FrameError::BadChecksum, .. })
+        ) && reader.is_framed_at(position);
+        if might_be_damage {
+            let segments = reader.segments();
+            let segment = segments.iter().rev().find(|s| s.base_position <= position).expect("segment 0 starts at 0");
+            let mut cursor = reader.cursor(segment.base_position);
+            loop {
+                match cursor.position().cmp(&position) {
+                    std::cmp::Ordering::Equal => return error,
+                    std::cmp::Ordering::Greater => break,
+                    std::cmp::Ordering::Less => {}
+                }
+                match cursor.next_record() {
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(damage) => return damage.into(),
+                }
             }
-            match cursor.next_record() {
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(damage) => return damage.into(),
-            }
         }
-        ReadError::NotAnEventPosition { position, source: Box::new(error) }
+        match error {
+            ReadError::Log(stele_log::ReadError::BadRecord { .. }) | ReadError::BadEvent { .. } => {
+                ReadError::NotAnEventPosition { position, source: Box::new(error) }
+            }
+            other => other,
+        }
     }
 
     /// Subscribes to one stream, from a revision (inclusive), the start or the end.
