@@ -445,6 +445,36 @@ fn all_subscription_with_a_filter() {
     assert_eq!((reply.status, reply.error_code()), (400, "invalid_position".to_owned()));
 }
 
+#[test]
+fn stream_metadata_get_and_put() {
+    let server = support::start();
+    let put =
+        |path: &str, body: &str| server.request("PUT", path, &[("content-type", "application/json")], body.as_bytes());
+    let nothing = server.get("/streams/capped/metadata");
+    assert_eq!(nothing.status, 200, "{}", nothing.text());
+    assert_eq!(nothing.json(), json!({ "revision": null, "metadata": {} }));
+
+    let set = put("/streams/capped/metadata?expected=no_stream", r#"{"$maxCount": 2, "owner": "ops"}"#);
+    assert_eq!(set.status, 200, "{}", set.text());
+    assert_eq!(set.json()["revision"], 0);
+    append(&server, "capped", json!((0..5).map(|n| typed("E", n)).collect::<Vec<_>>()));
+    assert_eq!(numbers(&read(&server, "/streams/capped"), "revision"), vec![3, 4]);
+    let got = server.get("/streams/capped/metadata").json();
+    assert_eq!(got, json!({ "revision": 0, "metadata": { "$maxCount": 2, "owner": "ops" } }));
+
+    let stale = put("/streams/capped/metadata?expected=5", r#"{"$tb": 4}"#);
+    assert_eq!((stale.status, stale.error_code()), (409, "wrong_expected_revision".to_owned()), "{}", stale.text());
+    for bad in [r#"{"$maxCount": 0}"#, r#"{"$maxAge": "soon"}"#, "[1]", "not json"] {
+        let reply = put("/streams/capped/metadata", bad);
+        assert_eq!((reply.status, reply.error_code()), (400, "invalid_metadata".to_owned()), "{bad}: {}", reply.text());
+    }
+    let truncate = put("/streams/capped/metadata?expected=0", r#"{"$tb": 4}"#);
+    assert_eq!(truncate.json()["revision"], 1, "{}", truncate.text());
+    assert_eq!(numbers(&read(&server, "/streams/capped"), "revision"), vec![4]);
+    let reply = server.get("/streams/%ff/metadata");
+    assert_eq!((reply.status, reply.error_code()), (400, "invalid_stream_name".to_owned()), "{}", reply.text());
+}
+
 /// A browser's `EventSource` reconnects with the same URL and the id of
 /// the last event it got in `Last-Event-ID`: the subscription resumes
 /// after that event, whatever `from` says.

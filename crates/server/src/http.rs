@@ -14,6 +14,7 @@
 
 mod body;
 mod error;
+mod metadata;
 mod params;
 mod read;
 mod subscribe;
@@ -45,6 +46,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/metrics", get(metrics))
         .route("/streams/{stream}", get(read::read_stream).post(write::append).delete(write::delete))
         .route("/streams/{stream}/subscribe", get(subscribe::subscribe_stream))
+        .route("/streams/{stream}/metadata", get(metadata::get_metadata).put(metadata::put_metadata))
         .route("/all", get(read::read_all))
         .route("/all/subscribe", get(subscribe::subscribe_all))
         .method_not_allowed_fallback(method_not_allowed)
