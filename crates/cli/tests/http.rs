@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 use support::{encode, metric, Server};
 
@@ -630,6 +632,47 @@ fn health_and_metrics() {
     assert_eq!(metric(&text, "stele_appends_total"), Some(4.0), "{text}");
     assert_eq!(metric(&text, "stele_append_events_total"), Some(5.0));
     assert!(text.contains("stele_append_errors_total{reason=\"wrong_expected_revision\"} 1"), "{text}");
+}
+
+/// While index tables cannot be written, a bounded backlog waits in memory;
+/// past it appends are refused with 503 `index_backlog` and nothing is
+/// written, reads go on, and appends resume on their own once the cause
+/// is gone.
+#[test]
+fn a_full_index_backlog_is_a_503_and_clears_by_itself() {
+    let memtable_entries_max = 4;
+    let server = support::start_with_config(&format!("index_memtable_entries_max = {memtable_entries_max}\n"));
+    let event = |n: u64| json!({ "id": format!("00000000-0000-4000-8000-{n:012}"), "type": "Sized", "data": {} });
+    append(&server, "s", event(0));
+    let record_bytes = server.get("/health").json()["end_position"].as_u64().unwrap();
+    // The first table, covering the first four records, cannot be created.
+    let blocker = server.data_dir().join("index").join(format!("{:020}-{:020}.idx.tmp", 0, 4 * record_bytes));
+    std::fs::create_dir(&blocker).unwrap();
+    let backlog_max = steledb::limits::INDEX_BACKLOG_MEMTABLES_MAX * memtable_entries_max;
+    let accepted = (memtable_entries_max + backlog_max) as u64;
+    for n in 1..accepted {
+        let reply = server.post_json("/streams/s", &event(n));
+        assert_eq!(reply.status, 201, "append {n}: {}", reply.text());
+    }
+    let refused = server.post_json("/streams/s", &event(accepted));
+    assert_eq!((refused.status, refused.error_code()), (503, "index_backlog".to_owned()), "{}", refused.text());
+    assert!(refused.text().contains("idx.tmp"), "the cause is named: {}", refused.text());
+    let health = server.get("/health").json();
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(numbers(&read(&server, "/streams/s?limit=1000"), "revision"), (0..accepted).collect::<Vec<_>>());
+
+    std::fs::remove_dir(&blocker).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let reply = server.post_json("/streams/s", &event(accepted));
+        if reply.status == 201 {
+            break;
+        }
+        assert_eq!(reply.status, 503, "{}", reply.text());
+        assert!(std::time::Instant::now() < deadline, "appends did not resume");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(numbers(&read(&server, "/streams/s?limit=1000"), "revision").len() as u64, accepted + 1);
 }
 
 #[test]

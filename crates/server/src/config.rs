@@ -18,6 +18,8 @@ pub struct ServerConfig {
     /// The address clients are told to use (gossip); defaults to `listen`.
     pub advertise: Option<String>,
     pub segment_size_bytes: u64,
+    /// Index entries kept in memory before they are written as a table.
+    pub index_memtable_entries_max: usize,
     pub limits: Limits,
     /// Connections open at once; more wait in the kernel's backlog.
     pub connections_max: usize,
@@ -39,6 +41,7 @@ impl Default for ServerConfig {
             listen: DEFAULT_LISTEN.parse().expect("a valid default address"),
             advertise: None,
             segment_size_bytes: steledb::StoreConfig::new("").segment_size_bytes,
+            index_memtable_entries_max: steledb::StoreConfig::new("").index_memtable_entries_max,
             limits: Limits::default(),
             connections_max: DEFAULT_CONNECTIONS_MAX,
             first_bytes_timeout_ms: DEFAULT_FIRST_BYTES_TIMEOUT_MS,
@@ -54,6 +57,7 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub advertise: Option<String>,
     pub segment_size_bytes: Option<u64>,
+    pub index_memtable_entries_max: Option<usize>,
     pub event_size_bytes_max: Option<usize>,
     pub append_size_bytes_max: Option<usize>,
     pub append_events_max: Option<usize>,
@@ -88,6 +92,11 @@ impl ServerConfig {
         set!(self.data_dir, file.data_dir);
         set!(self.listen, file.listen);
         set!(self.segment_size_bytes, file.segment_size_bytes);
+        if file.index_memtable_entries_max == Some(0) {
+            let message = "index_memtable_entries_max must be at least 1".to_owned();
+            return Err(ConfigError::Invalid { path: path.into(), message });
+        }
+        set!(self.index_memtable_entries_max, file.index_memtable_entries_max);
         set!(limits.event_size_bytes_max, file.event_size_bytes_max);
         set!(limits.append_size_bytes_max, file.append_size_bytes_max);
         set!(limits.append_events_max, file.append_events_max);

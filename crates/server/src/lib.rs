@@ -47,6 +47,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     let store_config = StoreConfig {
         limits: config.limits,
         segment_size_bytes: config.segment_size_bytes,
+        index_memtable_entries_max: config.index_memtable_entries_max,
         ..StoreConfig::new(&config.data_dir)
     };
     let store = tokio::task::spawn_blocking(move || Store::open_with(store_config))
