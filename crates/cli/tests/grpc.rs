@@ -366,9 +366,10 @@ async fn reads_skip_expired_events_to_the_live_ones() {
     client.append_to_stream("aging", &expect(StreamState::NoStream), events("Old", 1300)).await.unwrap();
     // Written as raw metadata: `$maxAge` is in seconds, and this client's
     // `StreamMetadata::max_age` writes milliseconds (1 s would be 1000 s).
-    let max_age = EventData::json("$metadata", &json!({ "$maxAge": 1 })).expect("serializable");
+    // The new events stay live for 3 s: room for the reads below on a busy machine.
+    let max_age = EventData::json("$metadata", &json!({ "$maxAge": 3 })).expect("serializable");
     client.append_to_stream("$$aging", &AppendToStreamOptions::default(), max_age).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(4100)).await;
     client.append_to_stream("aging", &expect(StreamState::StreamRevision(1299)), events("New", 2)).await.unwrap();
     let forwards = read_revisions(&client, "aging", &ReadStreamOptions::default()).await.unwrap();
     assert_eq!(forwards, vec![1300, 1301]);

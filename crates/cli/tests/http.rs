@@ -511,8 +511,10 @@ fn a_reconnect_with_last_event_id_resumes_after_that_event() {
     let mut empty = server.subscribe_with("/all/subscribe", &[("Last-Event-ID", "")]).expect("subscribed");
     assert_eq!(event_ids(&empty.until("caught_up")), positions);
 
-    let reply = server.subscribe_with("/all/subscribe", &[("Last-Event-ID", "soon")]).err().expect("refused");
-    assert_eq!((reply.status, reply.error_code()), (400, "invalid_parameter".to_owned()), "{}", reply.text());
+    for bad in ["soon", "é"] {
+        let reply = server.subscribe_with("/all/subscribe", &[("Last-Event-ID", bad)]).err().expect("refused");
+        assert_eq!((reply.status, reply.error_code()), (400, "invalid_parameter".to_owned()), "{}", reply.text());
+    }
     let inside = (positions[1] + 3).to_string();
     let reply = server.subscribe_with("/all/subscribe", &[("Last-Event-ID", &inside)]).err().expect("refused");
     assert_eq!((reply.status, reply.error_code()), (400, "invalid_position".to_owned()), "{}", reply.text());

@@ -331,7 +331,8 @@ impl Store {
     /// Without `$maxAge` the first range holds all `limit`. With it,
     /// expired events are skipped, so a read from the start of a stream
     /// whose first thousand events expired still returns the live ones
-    /// (once skipping began, ranges are at least `EXPIRED_SKIP_SPAN` wide).
+    /// (once skipping began, ranges are at least `EXPIRED_SKIP_SPAN` wide);
+    /// a backward read stops at the first expired event.
     fn read_ranges(
         &self,
         stream: &str,
@@ -347,10 +348,18 @@ impl Store {
         // missing or deleted stream.
         loop {
             let Some(range) = self.readable_range(stream, start, direction, span)? else { return Ok(()) };
-            let took = read(&range, limit - taken)?;
-            assert!(took <= limit - taken);
+            let wanted = limit - taken;
+            let took = read(&range, wanted)?;
+            assert!(took <= wanted);
             taken += took;
             if taken == limit {
+                return Ok(());
+            }
+            // Batches are stamped with a clock that never goes back (the
+            // writer keeps the last stamp), so once a backward read has met
+            // an expired event, every older one is expired too.
+            let range_events = (range.high - range.low + 1) as usize;
+            if direction == Direction::Backward && took < wanted.min(range_events) {
                 return Ok(());
             }
             span = (limit - taken).max(EXPIRED_SKIP_SPAN);
@@ -582,8 +591,8 @@ impl Store {
     /// on `position` means damage there, stepping over it means no record
     /// starts there, and damage met on the way is reported as itself. A
     /// record that passes its checksum but is not an event is intact: not
-    /// an event position. (Damage to a record's length field is reported
-    /// as a bad position: the frame no longer looks like a record.)
+    /// an event position. (Damage to a record's length or trailer is
+    /// reported as a bad position: the frame no longer looks like a record.)
     fn not_an_event_at(&self, position: u64, error: ReadError) -> ReadError {
         let reader = &self.shared.reader;
         let might_be_damage = matches!(

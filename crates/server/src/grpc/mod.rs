@@ -37,16 +37,17 @@ const READ_PATH: &str = crate::proto::STREAMS_READ_PATH;
 pub fn router(state: SharedState) -> axum::Router {
     let message_bytes_max = state.config.limits.append_size_bytes_max + MESSAGE_OVERHEAD_BYTES;
     let reads = Arc::new(streams::StreamsService { state: state.clone() });
-    let read = axum::Router::new().route(READ_PATH, axum::routing::post(read_route)).with_state(reads);
+    let read =
+        axum::Router::new().route(READ_PATH, axum::routing::post(read_route)).with_state((reads, message_bytes_max));
     // A static path takes precedence over the service's `/{*rest}` route.
     routes(state, message_bytes_max).into_axum_router().merge(read)
 }
 
 async fn read_route(
-    State(service): State<Arc<streams::StreamsService>>,
+    State((service, message_bytes_max)): State<(Arc<streams::StreamsService>, usize)>,
     request: axum::extract::Request,
 ) -> axum::response::Response {
-    read_body::serve(service, request).await
+    read_body::serve(service, request, message_bytes_max).await
 }
 
 fn routes(state: SharedState, message_bytes_max: usize) -> Routes {

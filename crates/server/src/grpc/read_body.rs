@@ -34,12 +34,14 @@ use crate::proto::event_store::client::streams::ReadReq;
 /// written, large enough to keep `writev`s few.
 const REPLY_CHUNK_BYTES: usize = 32 * 1024;
 
-/// A read request is a few dozen bytes; anything near this is not one.
-const READ_REQUEST_BYTES_MAX: usize = 64 * 1024;
-
 /// Answers one `Streams.Read` call.
-pub async fn serve(service: Arc<StreamsService>, request: axum::extract::Request) -> axum::response::Response {
-    let read = match decode_request(request).await {
+/// `request_bytes_max` bounds the request (filters can be long).
+pub async fn serve(
+    service: Arc<StreamsService>,
+    request: axum::extract::Request,
+    request_bytes_max: usize,
+) -> axum::response::Response {
+    let read = match decode_request(request, request_bytes_max).await {
         Ok(read) => read,
         Err(status) => return status.into_http(),
     };
@@ -56,9 +58,9 @@ pub async fn serve(service: Arc<StreamsService>, request: axum::extract::Request
 }
 
 /// The request body: exactly one uncompressed, length-prefixed `ReadReq`.
-async fn decode_request(request: axum::extract::Request) -> Result<ReadReq, Status> {
-    let body = axum::body::to_bytes(request.into_body(), READ_REQUEST_BYTES_MAX).await.map_err(|error| {
-        Status::invalid_argument(format!("cannot read the request (at most {READ_REQUEST_BYTES_MAX} bytes): {error}"))
+async fn decode_request(request: axum::extract::Request, request_bytes_max: usize) -> Result<ReadReq, Status> {
+    let body = axum::body::to_bytes(request.into_body(), request_bytes_max).await.map_err(|error| {
+        Status::invalid_argument(format!("cannot read the request (at most {request_bytes_max} bytes): {error}"))
     })?;
     let Some((prefix, message)) = body.split_at_checked(GRPC_PREFIX_BYTES) else {
         return Err(Status::invalid_argument("the request holds no complete gRPC message"));

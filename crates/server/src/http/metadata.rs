@@ -30,8 +30,12 @@ pub async fn get_metadata(
         let stream = stream_name(path)?;
         Params::parse(query, &[], &[])?;
         let store = state.store.clone();
+        // The revision first: a write landing between the two reads then
+        // makes a PUT with this revision fail (409), instead of letting it
+        // overwrite metadata the client never saw.
         let (metadata, revision) = blocking(move || -> Result<_, ApiError> {
-            Ok((store.stream_metadata(&stream)?, store.stream_metadata_revision(&stream)?))
+            let revision = store.stream_metadata_revision(&stream)?;
+            Ok((store.stream_metadata(&stream)?, revision))
         })
         .await?;
         let metadata: Value = serde_json::from_slice(&metadata.to_json()).expect("metadata is written as JSON");

@@ -43,7 +43,13 @@ const CHECKPOINT_INTERVAL: u64 = 1_000;
 /// client received (a revision or a position, as this module sends them).
 fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(value) = headers.get("last-event-id") else { return Ok(None) };
-    let text = value.to_str().unwrap_or_default().trim();
+    let text = value
+        .to_str()
+        .map_err(|_| {
+            ApiError::bad_request("invalid_parameter", "header Last-Event-ID is not visible ASCII")
+                .with("parameter", "Last-Event-ID")
+        })?
+        .trim();
     if text.is_empty() {
         // The SSE standard's way of saying "no event yet".
         return Ok(None);
@@ -66,9 +72,10 @@ pub async fn subscribe_stream(
     let started = async {
         let stream = stream_name(path)?;
         let params = Params::parse(query, &["from"], &[])?;
+        let from = params.stream_start(StreamStart::Start)?;
         let start = match last_event_id(&headers)? {
             Some(revision) => StreamStart::Revision(revision.saturating_add(1)),
-            None => params.stream_start(StreamStart::Start)?,
+            None => from,
         };
         let store = state.store.clone();
         // The store refuses a tombstoned stream up front and starts no
