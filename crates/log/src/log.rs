@@ -13,6 +13,10 @@ use crate::format::{
 };
 use crate::storage::{parse_segment_name, segment_path, Storage, StorageFile};
 
+/// Single reads of frames above this size check the trailer first (one
+/// more small read, against reading a bogus length in full).
+const TRAILER_FIRST_BYTES_MIN: usize = 64 * 1024;
+
 #[derive(Debug, Clone, Copy)]
 pub struct LogConfig {
     /// A segment is closed once the next transaction would take it past this
@@ -156,7 +160,9 @@ impl LogReader {
         }
     }
 
-    /// Reads the record that starts at `position`.
+    /// Reads the record that starts at `position`. Frames longer than
+    /// `TRAILER_FIRST_BYTES_MIN` have their trailer checked before the
+    /// whole frame is read.
     pub fn read(&self, position: u64) -> Result<Record, ReadError> {
         let end = self.committed_end();
         if position >= end {
@@ -173,6 +179,16 @@ impl LogReader {
         let length = peek_record_length(&header).map_err(|reason| bad_record(&segment, position, reason))?;
         if length > available {
             return Err(bad_record(&segment, position, FrameError::Truncated));
+        }
+        if length > TRAILER_FIRST_BYTES_MIN {
+            // A position from outside may land inside a record, where any 4
+            // bytes can read as a plausible length of up to 256 MiB: look at
+            // the trailer before reading (and allocating) that much.
+            let mut trailer = [0u8; 4];
+            read_exact(&segment, &mut trailer, offset + length as u64 - 4)?;
+            if u32::from_le_bytes(trailer) as usize != length {
+                return Err(bad_record(&segment, position, FrameError::TrailerMismatch));
+            }
         }
         let mut frame = vec![0u8; length];
         read_exact(&segment, &mut frame, offset)?;

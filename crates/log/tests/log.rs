@@ -1242,3 +1242,25 @@ fn record_starts_are_framed_and_positions_inside_records_are_not() {
     assert!(reader.read(victim.position).is_err());
     assert!(reader.is_framed_at(victim.position));
 }
+
+/// A large record whose trailer no longer matches its length is refused
+/// from the trailer alone, before the frame is read in full.
+#[test]
+fn a_large_record_with_a_bad_trailer_is_refused_by_its_trailer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = Model::default();
+    let (mut writer, reader, _) = open_disk(dir.path(), LogConfig::default());
+    model.commit_one(&mut writer, &reader, &vec![(1, vec![7u8; 200 * 1024])]);
+    model.commit_one(&mut writer, &reader, &vec![(1, vec![8u8; 40])]);
+    let records = model.expected(&reader);
+    assert_eq!(reader.read(records[0].position).unwrap().payload, records[0].payload);
+    let trailer_at = records[1].position - 4;
+    flip_byte(&last_segment_path(&reader), file_offset(0, trailer_at), 0x01);
+    match reader.read(records[0].position) {
+        Err(ReadError::BadRecord { position, reason: FrameError::TrailerMismatch, .. }) => {
+            assert_eq!(position, records[0].position)
+        }
+        other => panic!("expected a trailer mismatch, got {other:?}"),
+    }
+    assert_eq!(reader.read(records[1].position).unwrap().payload, records[1].payload);
+}
