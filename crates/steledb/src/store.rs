@@ -138,6 +138,13 @@ impl Store {
         let mut writer = Writer::new(shared.clone(), log_writer, config.index_memtable_entries_max);
         let window_from = window_start(&shared, checkpoint);
         let replayed_events = replay(&shared, &mut writer, window_from, checkpoint)?;
+        // Stamps never go back, across restarts too (reads rely on it to
+        // find where `$maxAge`-expired events end): a clock set back
+        // stamps new batches with the last stamp until it catches up.
+        let last_record = shared.reader.read_before(recovery.end_position).ok().flatten();
+        if let Some(view) = last_record.as_ref().and_then(|r| decode_event(r.kind, &r.payload).ok()) {
+            writer.stamps_not_before(view.recorded_at_us);
+        }
         shared.visible_end.store(recovery.end_position, std::sync::atomic::Ordering::Release);
 
         let (sender, queue) = sync_channel(config.limits.queue_requests_max);
@@ -346,8 +353,22 @@ impl Store {
         let (mut start, mut taken, mut span) = (start, 0, limit);
         // At least one look, so that a read of 0 events still reports a
         // missing or deleted stream.
+        let mut first_pass = true;
         loop {
-            let Some(range) = self.readable_range(stream, start, direction, span)? else { return Ok(()) };
+            let Some(mut range) = self.readable_range(stream, start, direction, span)? else { return Ok(()) };
+            if first_pass && direction == Direction::Forward && range.metadata.max_age_secs.is_some() && limit > 0 {
+                // Expired events are a prefix: find where it ends instead
+                // of reading through it.
+                let Some(live) = self.first_live_revision(stream, &range)? else { return Ok(()) };
+                if live > range.low {
+                    start = StreamStart::Revision(live);
+                    match self.readable_range(stream, start, direction, span)? {
+                        Some(after_expired) => range = after_expired,
+                        None => return Ok(()),
+                    }
+                }
+            }
+            first_pass = false;
             let wanted = limit - taken;
             let took = read(&range, wanted)?;
             assert!(took <= wanted);
@@ -369,6 +390,32 @@ impl Store {
                 _ => return Ok(()),
             };
         }
+    }
+
+    /// The first revision from `range.low` to the stream's last whose event
+    /// has not expired by `$maxAge`, by binary search (stamps never go
+    /// back, so the expired events are a prefix); `None` when all have.
+    fn first_live_revision(&self, stream: &str, range: &ReadableRange) -> Result<Option<u64>, ReadError> {
+        let now_us = self.shared.clock.now_us();
+        let is_live = |revision: u64| -> Result<bool, ReadError> {
+            let events = self.shared.stream_events(stream, revision, revision)?;
+            // A revision with no event (none is expected here) ends the skipping.
+            Ok(events.first().is_none_or(|e| !range.metadata.is_expired(e.recorded_at_us, now_us)))
+        };
+        let (mut low, mut high) = (range.low, range.last);
+        if !is_live(high)? {
+            return Ok(None);
+        }
+        // Invariant: `high` is live; everything below `low` is expired.
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if is_live(middle)? {
+                high = middle;
+            } else {
+                low = middle + 1;
+            }
+        }
+        Ok(Some(high))
     }
 
     /// The revisions a read of `limit` events from `start` covers, after

@@ -213,6 +213,12 @@ impl Writer {
         }
     }
 
+    /// New batches are stamped no earlier than `stamp_us` (the last stamp
+    /// in the log, at open).
+    pub fn stamps_not_before(&mut self, stamp_us: u64) {
+        self.last_stamp_us = self.last_stamp_us.max(stamp_us);
+    }
+
     /// Replay fills the idempotency window as live appends would.
     pub fn recent_appends(&mut self) -> &mut RecentAppends {
         &mut self.recent

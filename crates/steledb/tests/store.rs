@@ -283,6 +283,29 @@ fn metadata_limits_what_is_readable() {
     assert!(store.read_stream("aged", before_live, Direction::Backward, 10).unwrap().is_empty());
 }
 
+/// A clock set back, even across a restart, never stamps a batch earlier
+/// than one before it: reads find where `$maxAge`-expired events end by
+/// that order.
+#[test]
+fn stamps_never_go_back_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000_000_000));
+    let open = || Store::open_with(StoreConfig { clock: clock.clone(), ..config(dir.path()) }).unwrap();
+    let store = open();
+    store.append("t", ExpectedRevision::Any, events(1)).unwrap();
+    drop(store);
+    clock.set_us(1_000_000_000_000 - 60_000_000);
+    let store = open();
+    store.append("t", ExpectedRevision::Any, events(1)).unwrap();
+    let stamps: Vec<u64> = store
+        .read_stream("t", StreamStart::Start, Direction::Forward, 10)
+        .unwrap()
+        .iter()
+        .map(|e| e.recorded_at_us)
+        .collect();
+    assert_eq!(stamps, vec![1_000_000_000_000, 1_000_000_000_000]);
+}
+
 #[test]
 fn soft_delete_hides_and_recreation_continues_revisions() {
     let dir = tempfile::tempdir().unwrap();
