@@ -30,6 +30,6 @@ pub use filter::{EventFilter, Pattern};
 pub use limits::Limits;
 pub use metadata::StreamMetadata;
 pub use stele_log::{DiskStorage, Fault, FaultyStorage, Storage};
-pub use store::{log_sync_bucket_bound_seconds, AllSlice, LogCheck, OpenReport, Store, StoreConfig};
+pub use store::{log_sync_bucket_bound_seconds, AllScan, AllSlice, LogCheck, OpenReport, Store, StoreConfig};
 pub use subscription::{Subscription, SubscriptionMessage};
 pub use types::*;

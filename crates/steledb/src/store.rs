@@ -70,6 +70,17 @@ pub struct AllSlice {
     pub is_end: bool,
 }
 
+/// What [`Store::scan_all_page`] visited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllScan {
+    /// Events visited (those matching the filter).
+    pub visited: usize,
+    /// Where to continue reading forwards.
+    pub next_position: u64,
+    /// True when the scan stopped at the end of the log.
+    pub is_end: bool,
+}
+
 struct ReadableRange {
     low: u64,
     high: u64,
@@ -479,30 +490,16 @@ impl Store {
         filter: Option<&EventFilter>,
     ) -> Result<AllSlice, ReadError> {
         let limit = limit.min(READ_EVENTS_MAX);
-        let end = self.shared.reader.committed_end();
-        let position = match start {
-            AllStart::Start => 0,
-            AllStart::End => end,
-            AllStart::Position(p) if p > end => return Err(ReadError::PositionPastEnd { position: p, end }),
-            AllStart::Position(p) => p,
-        };
+        let (position, end) = self.all_start_position(start)?;
         let mut events = Vec::new();
         let mut arena = EventArena::default();
         let matches = |stream: &str, event_type: &str| filter.is_none_or(|f| f.matches(stream, event_type));
         match direction {
             Direction::Forward => {
-                let mut cursor = self.shared.reader.cursor(position);
-                while events.len() < limit {
-                    let Some((at, record)) = cursor.next_record()? else {
-                        return Ok(AllSlice { events, next_position: cursor.position(), is_end: true });
-                    };
-                    let view = decode_event(record.kind, record.payload)
-                        .map_err(|reason| ReadError::BadEvent { position: at, reason })?;
-                    if matches(view.stream, view.event_type) {
-                        events.push(arena.event(&view, at));
-                    }
-                }
-                Ok(AllSlice { events, next_position: cursor.position(), is_end: cursor.position() >= end })
+                let scan = self.scan_forward(position, end, limit, filter, |view, at| {
+                    events.push(arena.event(&view, at));
+                })?;
+                Ok(AllSlice { events, next_position: scan.next_position, is_end: scan.is_end })
             }
             Direction::Backward => {
                 let mut position = position;
@@ -520,6 +517,55 @@ impl Store {
                 Ok(AllSlice { events, next_position: position, is_end: position == 0 })
             }
         }
+    }
+
+    /// `read_all` forwards with the events borrowed from the read buffer
+    /// instead of copied: `visit` sees up to `limit` events matching
+    /// `filter`, each with its position.
+    pub fn scan_all_page(
+        &self,
+        start: AllStart,
+        limit: usize,
+        filter: Option<&EventFilter>,
+        visit: impl FnMut(crate::codec::EventView<'_>, u64),
+    ) -> Result<AllScan, ReadError> {
+        let (position, end) = self.all_start_position(start)?;
+        self.scan_forward(position, end, limit.min(READ_EVENTS_MAX), filter, visit)
+    }
+
+    /// Where a `$all` read from `start` begins, and the committed end then.
+    fn all_start_position(&self, start: AllStart) -> Result<(u64, u64), ReadError> {
+        let end = self.shared.reader.committed_end();
+        match start {
+            AllStart::Start => Ok((0, end)),
+            AllStart::End => Ok((end, end)),
+            AllStart::Position(p) if p > end => Err(ReadError::PositionPastEnd { position: p, end }),
+            AllStart::Position(p) => Ok((p, end)),
+        }
+    }
+
+    fn scan_forward(
+        &self,
+        position: u64,
+        end: u64,
+        limit: usize,
+        filter: Option<&EventFilter>,
+        mut visit: impl FnMut(crate::codec::EventView<'_>, u64),
+    ) -> Result<AllScan, ReadError> {
+        let mut cursor = self.shared.reader.cursor(position);
+        let mut visited = 0;
+        while visited < limit {
+            let Some((at, record)) = cursor.next_record()? else {
+                return Ok(AllScan { visited, next_position: cursor.position(), is_end: true });
+            };
+            let view = decode_event(record.kind, record.payload)
+                .map_err(|reason| ReadError::BadEvent { position: at, reason })?;
+            if filter.is_none_or(|f| f.matches(view.stream, view.event_type)) {
+                visited += 1;
+                visit(view, at);
+            }
+        }
+        Ok(AllScan { visited, next_position: cursor.position(), is_end: cursor.position() >= end })
     }
 
     /// Visits events of `$all` in log order from `position` without copying

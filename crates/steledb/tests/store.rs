@@ -306,6 +306,43 @@ fn stamps_never_go_back_across_a_restart() {
     assert_eq!(stamps, vec![1_000_000_000_000, 1_000_000_000_000]);
 }
 
+/// `scan_all_page` (borrowed, as the server frames replies from it) visits
+/// exactly what `read_all` forwards returns, and ends its pages alike.
+#[test]
+fn scan_all_page_visits_what_read_all_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(config(dir.path())).unwrap();
+    for n in 0..40 {
+        let stream = if n % 3 == 0 { format!("wanted-{n}") } else { format!("other-{n}") };
+        store.append(&stream, ExpectedRevision::Any, events(1 + n % 2)).unwrap();
+    }
+    let positions: Vec<u64> = read_all_events(&store).iter().map(|e| e.position).collect();
+    let wanted = EventFilter::StreamPrefix(vec!["wanted-".into()]);
+    for filter in [None, Some(&wanted)] {
+        for start in [AllStart::Start, AllStart::Position(positions[7]), AllStart::End] {
+            for limit in [0, 1, 5, 1_000] {
+                let slice = store.read_all(start, Direction::Forward, limit, filter).unwrap();
+                let mut seen = Vec::new();
+                let scan =
+                    store.scan_all_page(start, limit, filter, |view, at| seen.push((at, view.revision))).unwrap();
+                let expected: Vec<(u64, u64)> = slice.events.iter().map(|e| (e.position, e.revision)).collect();
+                let case = format!("{filter:?} {start:?} {limit}");
+                assert_eq!(seen, expected, "{case}");
+                assert_eq!(
+                    (scan.visited, scan.next_position, scan.is_end),
+                    (seen.len(), slice.next_position, slice.is_end),
+                    "{case}"
+                );
+            }
+        }
+    }
+    let past = store.end_position() + 1;
+    assert!(matches!(
+        store.scan_all_page(AllStart::Position(past), 10, None, |_, _| {}),
+        Err(ReadError::PositionPastEnd { .. })
+    ));
+}
+
 #[test]
 fn soft_delete_hides_and_recreation_continues_revisions() {
     let dir = tempfile::tempdir().unwrap();

@@ -420,23 +420,43 @@ async fn read_all(
     while remaining > 0 {
         let page = remaining.min(READ_PAGE_EVENTS as u64) as usize;
         let (store, filter_for_read) = (state.store.clone(), filter.clone());
-        let slice =
-            match blocking(move || store.read_all(start, direction, page, filter_for_read.as_ref().as_ref())).await {
-                Ok(slice) => slice,
-                Err(error) => {
-                    let _ = sender.send(vec![Err(read_status(&error))]).await;
-                    return;
+        // Forwards, replies are framed on the blocking thread straight from
+        // the read buffer; backwards reads take owned events.
+        let read = blocking(move || {
+            let filter = filter_for_read.as_ref().as_ref();
+            match direction {
+                Direction::Forward => {
+                    let mut replies = FramedReplies::with_capacity(page);
+                    let scan = store.scan_all_page(start, page, filter, |view, position| {
+                        replies.push(&view.parts(position), uuid_as_string);
+                    })?;
+                    let replies = replies.into_reply().map(Ok).into_iter().collect::<Vec<_>>();
+                    Ok((scan.visited, scan.next_position, scan.is_end, replies))
                 }
-            };
-        remaining -= slice.events.len() as u64;
-        let page = slice.events.into_iter().map(|e| event_reply(e, uuid_as_string));
-        if sender.send(page.collect()).await.is_err() {
+                Direction::Backward => {
+                    let slice = store.read_all(start, direction, page, filter)?;
+                    let fetched = slice.events.len();
+                    let replies = slice.events.into_iter().map(|e| event_reply(e, uuid_as_string)).collect();
+                    Ok((fetched, slice.next_position, slice.is_end, replies))
+                }
+            }
+        })
+        .await;
+        let (fetched, next_position, is_end, replies) = match read {
+            Ok(read) => read,
+            Err(error) => {
+                let _ = sender.send(vec![Err(read_status(&error))]).await;
+                return;
+            }
+        };
+        remaining -= fetched as u64;
+        if !replies.is_empty() && sender.send(replies).await.is_err() {
             return;
         }
-        if slice.is_end {
+        if is_end {
             break;
         }
-        start = AllStart::Position(slice.next_position);
+        start = AllStart::Position(next_position);
     }
 }
 
