@@ -84,8 +84,7 @@ pub struct AllScan {
 struct ReadableRange {
     low: u64,
     high: u64,
-    /// The stream's first readable and last revisions.
-    first: u64,
+    /// The stream's last revision.
     last: u64,
     metadata: StreamMetadata,
 }
@@ -300,19 +299,13 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
         let mut events = Vec::new();
-        self.read_ranges(stream, start, direction, limit, |range, wanted| {
-            let mut page = self.shared.stream_events(stream, range.low, range.high)?;
-            if range.metadata.max_age_secs.is_some() {
-                let now_us = self.shared.clock.now_us();
-                page.retain(|e| !range.metadata.is_expired(e.recorded_at_us, now_us));
-            }
+        self.read_live_range(stream, start, direction, limit, |range, now_us| {
+            events = self.shared.stream_events(stream, range.low, range.high)?;
+            events.retain(|e| !range.metadata.is_expired(e.recorded_at_us, now_us));
             if direction == Direction::Backward {
-                page.reverse();
+                events.reverse();
             }
-            page.truncate(wanted);
-            let taken = page.len();
-            events.append(&mut page);
-            Ok(taken)
+            Ok(())
         })?;
         Ok(events)
     }
@@ -328,86 +321,55 @@ impl Store {
         mut visit: impl FnMut(crate::codec::EventView<'_>, u64),
     ) -> Result<usize, ReadError> {
         let mut visited = 0;
-        self.read_ranges(stream, start, Direction::Forward, limit, |range, wanted| {
-            let now_us = if range.metadata.max_age_secs.is_some() { self.shared.clock.now_us() } else { 0 };
-            let mut taken = 0;
+        self.read_live_range(stream, start, Direction::Forward, limit, |range, now_us| {
             self.shared.visit_stream(stream, range.low, range.high, |view, position| {
-                if taken < wanted && !range.metadata.is_expired(view.recorded_at_us, now_us) {
-                    taken += 1;
+                if !range.metadata.is_expired(view.recorded_at_us, now_us) {
+                    visited += 1;
                     visit(view, position);
                 }
-            })?;
-            visited += taken;
-            Ok(taken)
+            })
         })?;
         Ok(visited)
     }
 
-    /// Calls `read(range, wanted)` on successive revision ranges from
-    /// `start` until `limit` events are taken or the stream ends; `read`
-    /// takes at most `wanted` of its range and returns how many it took.
-    /// Without `$maxAge` the first range holds all `limit`. With it,
-    /// expired events are skipped, so a read from the start of a stream
-    /// whose first thousand events expired still returns the live ones
-    /// (once skipping began, ranges are at least `EXPIRED_SKIP_SPAN` wide);
-    /// a backward read stops at the first expired event.
-    fn read_ranges(
+    /// Calls `read(range, now_us)` once, on the revisions a read of `limit`
+    /// events from `start` covers once events `$maxAge` expired are left
+    /// out; `read` drops the expired ones it still meets by `now_us`. Batch
+    /// stamps never go back, so expired events are always the oldest: a
+    /// forward read starts after them (found by binary search), and a
+    /// backward read's range ends where they begin, with nothing live
+    /// below. One `now_us` serves the whole read, so the search and the
+    /// filter agree on what has expired.
+    fn read_live_range(
         &self,
         stream: &str,
         start: StreamStart,
         direction: Direction,
         limit: usize,
-        mut read: impl FnMut(&ReadableRange, usize) -> Result<usize, ReadError>,
+        read: impl FnOnce(&ReadableRange, u64) -> Result<(), ReadError>,
     ) -> Result<(), ReadError> {
-        const EXPIRED_SKIP_SPAN: usize = 512;
-        let limit = limit.min(READ_EVENTS_MAX);
-        let (mut start, mut taken, mut span) = (start, 0, limit);
-        // At least one look, so that a read of 0 events still reports a
-        // missing or deleted stream.
-        let mut first_pass = true;
-        loop {
-            let Some(mut range) = self.readable_range(stream, start, direction, span)? else { return Ok(()) };
-            if first_pass && direction == Direction::Forward && range.metadata.max_age_secs.is_some() && limit > 0 {
-                // Expired events are a prefix: find where it ends instead
-                // of reading through it.
-                let Some(live) = self.first_live_revision(stream, &range)? else { return Ok(()) };
-                if live > range.low {
-                    start = StreamStart::Revision(live);
-                    match self.readable_range(stream, start, direction, span)? {
-                        Some(after_expired) => range = after_expired,
-                        None => return Ok(()),
-                    }
+        // A read of 0 events still looks, to report a missing or deleted stream.
+        let Some(mut range) = self.readable_range(stream, start, direction, limit)? else { return Ok(()) };
+        if range.metadata.max_age_secs.is_none() {
+            return read(&range, 0);
+        }
+        let now_us = self.shared.clock.now_us();
+        if direction == Direction::Forward {
+            let Some(live) = self.first_live_revision(stream, &range, now_us)? else { return Ok(()) };
+            if live > range.low {
+                match self.readable_range(stream, StreamStart::Revision(live), direction, limit)? {
+                    Some(after_expired) => range = after_expired,
+                    None => return Ok(()),
                 }
             }
-            first_pass = false;
-            let wanted = limit - taken;
-            let took = read(&range, wanted)?;
-            assert!(took <= wanted);
-            taken += took;
-            if taken == limit {
-                return Ok(());
-            }
-            // Batches are stamped with a clock that never goes back (the
-            // writer keeps the last stamp), so once a backward read has met
-            // an expired event, every older one is expired too.
-            let range_events = (range.high - range.low + 1) as usize;
-            if direction == Direction::Backward && took < wanted.min(range_events) {
-                return Ok(());
-            }
-            span = (limit - taken).max(EXPIRED_SKIP_SPAN);
-            start = match direction {
-                Direction::Forward if range.high < range.last => StreamStart::Revision(range.high + 1),
-                Direction::Backward if range.low > range.first => StreamStart::Revision(range.low - 1),
-                _ => return Ok(()),
-            };
         }
+        read(&range, now_us)
     }
 
     /// The first revision from `range.low` to the stream's last whose event
     /// has not expired by `$maxAge`, by binary search (stamps never go
     /// back, so the expired events are a prefix); `None` when all have.
-    fn first_live_revision(&self, stream: &str, range: &ReadableRange) -> Result<Option<u64>, ReadError> {
-        let now_us = self.shared.clock.now_us();
+    fn first_live_revision(&self, stream: &str, range: &ReadableRange, now_us: u64) -> Result<Option<u64>, ReadError> {
         let is_live = |revision: u64| -> Result<bool, ReadError> {
             let events = self.shared.stream_events(stream, revision, revision)?;
             // A revision with no event (none is expected here) ends the skipping.
@@ -476,7 +438,7 @@ impl Store {
         if low > high || high < first {
             return Ok(None);
         }
-        Ok(Some(ReadableRange { low, high, first, last, metadata }))
+        Ok(Some(ReadableRange { low, high, last, metadata }))
     }
 
     /// Reads up to `limit` events of `$all` (matching `filter`, if given).
